@@ -1,0 +1,260 @@
+"""The ``gankit`` command: parse options, build a config, call one library function.
+
+Every user error surfaces as one ``error: ...`` line (exit status 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gankit.errors import GankitError
+
+
+class _Group(click.Group):
+    """Turns GankitError into a clear message and exit status 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GankitError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+def _warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gankit")
+def main() -> None:
+    """gankit: train, watch, evaluate and sample GANs on image data."""
+    warnings.showwarning = _warning
+
+
+# ---- train -----------------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--preset", "-p", help="a named recipe (see `gankit presets`)")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="a TOML config file instead of a preset")
+@click.option("--steps", type=int, help="training steps (train.steps)")
+@click.option("--out", "-o", type=click.Path(file_okay=False), help="run directory (default runs/PRESET-TIME)")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="override a setting, e.g. data.batch_size=64")
+@click.option("--resume", type=click.Path(file_okay=False), help="continue the run in this directory")
+@click.option("--force", is_flag=True, help="start over in an --out directory that already holds a run")
+@click.option("--data-root", type=click.Path(file_okay=False), help="folder holding the dataset folders")
+@click.option("--dry-run", is_flag=True, help="print the resolved config and both nets' layer tables, then exit")
+@click.option("--no-progress", is_flag=True, help="no progress bar")
+def train(preset: str | None, config_file: str | None, steps: int | None, out: str | None, overrides: tuple[str, ...],
+          resume: str | None, force: bool, data_root: str | None, dry_run: bool, no_progress: bool) -> None:
+    """Train a GAN from a preset or config file into a run directory."""
+    from gankit import config as C
+
+    sets = list(overrides) + ([f"train.steps={steps}"] if steps is not None else [])
+    if resume:
+        if preset or config_file or out:
+            raise GankitError("--resume continues a run with its own config: drop --preset/--config/--out")
+        run_cfg = Path(resume) / "config.toml"
+        if not run_cfg.exists():
+            raise GankitError(f"{resume} is not a gankit run directory (no config.toml)")
+        data = C.parse_toml(run_cfg.read_text(), source=str(run_cfg))
+        cfg = C.validate(C.from_dict(C.Config, C.apply_overrides(data, sets), where=""))
+        if sets:
+            from gankit.data.files import atomic_write_bytes
+
+            atomic_write_bytes(run_cfg, C.dumps(cfg).encode())  # the run's config records what it ran with
+        out = resume
+    else:
+        cfg = C.build(preset, overrides=sets, file=config_file)
+    if dry_run:
+        _print_dry_run(cfg)
+        return
+    if out is None:
+        out = str(Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    from gankit.train.loop import train as run_training
+
+    result = run_training(cfg, out, resume=bool(resume), force=force, data_root=data_root, progress=not no_progress)
+    last = ", ".join(f"{k}={v:.3f}" for k, v in result.last.items())
+    click.echo(f"run: {result.run.path}  step {result.step}  images seen {result.images_seen:,}  {last}")
+    click.echo(f"sample it: gankit sample {result.run.path} --n 64 --out grid.png")
+
+
+def _print_dry_run(cfg: Any) -> None:
+    import torch
+
+    from gankit import config as C
+    from gankit.data import describe
+    from gankit.nets import layer_table
+    from gankit.train.build import make_nets, sample_noise
+
+    click.echo(C.dumps(cfg))
+    info = describe(cfg.data.dataset, resolution=cfg.data.resolution, channels=cfg.data.channels)
+    if info is None:
+        from gankit.train.build import load_training_data
+
+        info = load_training_data(cfg.data).info
+    G, D = make_nets(cfg, info)
+    n = 2
+    z = sample_noise(n, cfg.model, device=torch.device("cpu"))
+    y = torch.zeros(n, dtype=torch.long) if cfg.model.conditional else None
+    g_table, g_total, _ = layer_table(G, z, y)
+    x = torch.zeros(n, info.channels, info.resolution, info.resolution)
+    d_table, d_total, _ = layer_table(D, x, y)
+    click.echo(f"# generator ({cfg.model.g.arch}): {g_total:,} params\n{g_table}\n")
+    click.echo(f"# discriminator ({cfg.model.d.arch}): {d_total:,} params\n{d_table}")
+
+
+# ---- sample -------------------------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--n", "n", type=int, default=64, show_default=True, help="how many images")
+@click.option("--out", "-o", default="samples.png", show_default=True, help=".png/.jpg grid, or .npz arrays")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--class", "classes", multiple=True, help="class name or number (conditional runs; repeatable)")
+@click.option("--checkpoint", help="a checkpoint folder name (default: the latest good one)")
+@click.option("--device", default="cpu", show_default=True)
+def sample(run_dir: str, n: int, out: str, seed: int, classes: tuple[str, ...], checkpoint: str | None,
+           device: str) -> None:
+    """Generate images from a trained run."""
+    import torch
+
+    from gankit.sample import class_indices, generate, load_generator, write_samples
+
+    lg = load_generator(run_dir, device=device, checkpoint=checkpoint)
+    labels = None
+    if classes:
+        if not lg.cfg.model.conditional:
+            raise GankitError("this run's generator is not conditional: --class does not apply")
+        idx = class_indices(list(classes), lg.info)
+        labels = torch.tensor(idx).repeat_interleave(-(-n // len(idx)))[:n]
+    images, labels, z = generate(lg, n, seed=seed, labels=labels)
+    path = write_samples(out, images, labels, z, resolution=lg.info.resolution)
+    click.echo(f"wrote {n} samples from {run_dir} (step {lg.step}) to {path}")
+
+
+# ---- listings ---------------------------------------------------------------------------------------------------
+
+@main.command()
+def presets() -> None:
+    """List the named presets with a one-line description each."""
+    from gankit import config as C
+
+    names = C.preset_names()
+    width = max(map(len, names))
+    for name in names:
+        desc = C.preset_dict(name).get("description", "")
+        click.echo(f"{name:<{width}}  {desc}")
+
+
+@main.command("list")
+@click.argument("kind", required=False)
+def list_(kind: str | None) -> None:
+    """List registered things: datasets, generators, discriminators, losses, schedules."""
+    import gankit.data  # noqa: F401
+    import gankit.losses  # noqa: F401
+    import gankit.nets  # noqa: F401
+    import gankit.train.schedule  # noqa: F401
+    from gankit import registry
+    from gankit.config import validate  # noqa: F401  (imports register everything)
+
+    kinds = {"datasets": "dataset", "generators": "generator", "discriminators": "discriminator", "losses": "loss",
+             "schedules": "schedule"}
+    if kind and kind not in kinds:
+        from gankit.errors import did_you_mean
+
+        raise GankitError(f"unknown kind {kind!r}{did_you_mean(kind, kinds)}; choose from {', '.join(kinds)}")
+    for plural, k in kinds.items():
+        if kind in (None, plural):
+            click.echo(f"{plural}: {', '.join(registry.names(k))}")
+
+
+# ---- data --------------------------------------------------------------------------------------------------------
+
+@main.group()
+def data() -> None:
+    """Datasets: list, check, show."""
+
+
+@data.command("list")
+@click.option("--data-root", type=click.Path(file_okay=False))
+def data_list(data_root: str | None) -> None:
+    """Dataset names, with their geometry and whether their files are present."""
+    from gankit.data import dataset_names, describe
+    from gankit.data.files import data_root as root_of
+
+    root = root_of(data_root)
+    click.echo(f"data root: {root}")
+    for name in dataset_names():
+        info = describe(name)
+        folder = {"stacked-mnist": "mnist", "emnist-byclass-letters": "emnist", "emnist-letters": "emnist",
+                  "emnist-byclass": "emnist"}.get(name, name)
+        here = "embedded" if name == "mnist-demo" else ("present" if (root / folder).exists() else "absent")
+        click.echo(f"  {name:<24} {info.resolution}x{info.resolution}x{info.channels}  "
+                   f"{info.num_classes:>4} classes  [{here}]")
+    click.echo("  folder:PATH              any folder or .zip/.tar(.gz) of images; subfolders are classes")
+
+
+@data.command("check")
+@click.argument("name")
+@click.option("--split", default="train+test", show_default=True)
+@click.option("--data-root", type=click.Path(file_okay=False))
+def data_check(name: str, split: str, data_root: str | None) -> None:
+    """Verify a dataset's files and print its counts and class histogram."""
+    from gankit.data import load_dataset
+
+    t0 = time.perf_counter()
+    ds = load_dataset(name, root=data_root, split=split)
+    dt = time.perf_counter() - t0
+    info = ds.info
+    click.echo(f"{info.name} ({split}): {len(ds):,} images, {info.resolution}x{info.resolution}x{info.channels}, "
+               f"{info.num_classes} classes, loaded and verified in {dt:.2f} s")
+    for f in ds.files:
+        click.echo(f"  file: {f}")
+    for note in info.notes:
+        click.echo(f"  note: {note}")
+    counts = ds.class_counts()
+    shown = [(i, c) for i, c in enumerate(counts) if c] if info.num_classes > 62 else list(enumerate(counts))
+    top = max(counts) or 1
+    for i, c in shown[:62]:
+        click.echo(f"  {info.class_names[i]:>12} {c:>7,} {'#' * round(30 * c / top)}")
+    if len(shown) > 62:
+        click.echo(f"  ... {len(shown) - 62} more classes")
+    click.echo("ok")
+
+
+@data.command("show")
+@click.argument("name")
+@click.option("--out", "-o", default="data.png", show_default=True)
+@click.option("--n", "n", type=int, default=64, show_default=True)
+@click.option("--split", default="train", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--data-root", type=click.Path(file_okay=False))
+def data_show(name: str, out: str, n: int, split: str, seed: int, data_root: str | None) -> None:
+    """Write a grid of real images, each captioned with its class."""
+    import torch
+
+    from gankit.data import load_dataset
+    from gankit.viz.grid import labelled_grid, save_image
+
+    if n <= 0:
+        raise GankitError(f"--n must be positive, got {n}")
+    ds = load_dataset(name, root=data_root, split=split)
+    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]
+    names = [ds.info.class_names[int(i)] for i in ds.labels[idx]]
+    path = save_image(labelled_grid(ds.images[idx], names), out)
+    click.echo(f"wrote {len(idx)} images of {ds.info.name} to {path}")
+
+
+if __name__ == "__main__":
+    main()

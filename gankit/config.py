@@ -1,0 +1,364 @@
+"""Typed, validated configuration: dataclasses <-> TOML, presets, and ``--set key=value`` overrides.
+
+A config is built from plain dicts (a preset's TOML, a run's saved ``config.toml``), so a typo in
+any of them gets the same clear error: the unknown key, where it was, and a "did you mean".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from gankit.errors import GankitError, did_you_mean
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """What to train on and how batches are drawn."""
+
+    dataset: str = "mnist"  # a name, "name:class,class" or "folder:PATH"
+    split: str = "train"  # train | test | train+test
+    root: str | None = None  # data root; default $GANKIT_DATA, else ~/.cache/gankit/data
+    verify: bool = True  # check files against the official checksums (cached)
+    resolution: int | None = None  # folder datasets: resize + centre-crop to this size
+    channels: int | None = None  # folder datasets: 1 or 3 (default: inferred)
+    limit: int | None = None  # keep only the first N images
+    stacked_size: int | None = None  # stacked-mnist: number of stacks
+    stacked_seed: int = 0
+    batch_size: int = 64
+    sampler: str = "shuffle"  # shuffle | random (with replacement) | sequential
+
+
+@dataclass(kw_only=True)
+class NetConfig:
+    """One network: a registered architecture and its keyword arguments (any other keys)."""
+
+    arch: str = "mlp"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """Both networks and what connects them."""
+
+    latent_dim: int = 100
+    noise: str = "normal"  # normal | uniform (in [-1, 1])
+    output: str = "tanh"  # tanh: images in [-1, 1]; sigmoid: images in [0, 1]
+    conditional: bool = False  # class labels into G and D
+    init: str = "keras"  # keras (glorot-uniform, zero bias) | dcgan (N(0, 0.02)) | torch (PyTorch defaults)
+    g: NetConfig = field(default_factory=NetConfig)
+    d: NetConfig = field(default_factory=NetConfig)
+
+
+@dataclass(kw_only=True)
+class LossConfig:
+    """The adversarial objective and how D's targets are made."""
+
+    name: str = "bce"  # see `gankit list losses`
+    real_label: float = 1.0  # target for real images (< 1: one-sided label smoothing)
+    fake_label: float = 0.0
+    label_noise: float = 0.0  # add label_noise * U[0, 1) to every target (seed 004)
+    d_update: str = "joint"  # joint: one D step on real+fake; separate: a step on real, then one on fake
+
+
+@dataclass(kw_only=True)
+class OptimConfig:
+    """One optimizer. ``decay`` is Keras' time-based decay: lr / (1 + decay * iterations)."""
+
+    name: str = "adam"  # adam | sgd | rmsprop
+    lr: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    momentum: float = 0.0
+    alpha: float = 0.99  # rmsprop's rho
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    clip_value: float | None = None  # clip each gradient element to [-v, v] (Keras clipvalue)
+    decay: float = 0.0
+
+
+@dataclass(kw_only=True)
+class OptimsConfig:
+    g: OptimConfig = field(default_factory=OptimConfig)
+    d: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass(kw_only=True)
+class ScheduleConfig:
+    """Who trains when: a registered schedule and its parameters."""
+
+    name: str = "alternate"
+    d_steps: int = 1  # D updates per G update (n-critic)
+    g_steps: int = 1
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Length, seeding, logging and checkpointing of a run."""
+
+    steps: int = 10_000
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int | None = None  # torch CPU threads (default: PyTorch's choice)
+    fakes_for_d: str = "train"  # G's mode when making D's fakes: train, or eval (Keras' predict())
+    log_every: int = 50
+    sample_every: int = 500
+    sample_grid: int = 64  # images in the fixed-noise grid
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+
+
+@dataclass(kw_only=True)
+class Config:
+    """A whole run's recipe."""
+
+    name: str = "custom"
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimsConfig = field(default_factory=OptimsConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# Dataclasses whose unknown keys are collected into a dict field instead of being refused; the net
+# builder checks them against its own signature.
+_EXTRA_INTO = {NetConfig: "params"}
+
+# ---- dict -> dataclass ---------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except GankitError as exc:
+                errors.append(str(exc))
+        raise GankitError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise GankitError(f"{where}: expected a table of settings, got {value!r}")
+        return from_dict(tp, value, where=where)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise GankitError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise GankitError(f"{where}: expected a table, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise GankitError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def from_dict(cls: type, data: dict[str, Any], *, where: str = "config") -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise GankitError."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    extra_field = _EXTRA_INTO.get(cls)
+    extra: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key in names and key != extra_field:
+            kwargs[key] = _coerce(value, hints[key], path)
+        elif extra_field is not None:
+            extra[key] = value
+        else:
+            raise GankitError(f"unknown setting {path!r}{did_you_mean(key, names)}; "
+                              f"known in [{where}]: {', '.join(names)}")
+    if extra_field is not None:
+        kwargs[extra_field] = {**dict(data.get(extra_field, {})), **extra}
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A config as nested plain dicts, ready for TOML (None dropped; net params inlined)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if value is None:
+            continue
+        if _EXTRA_INTO.get(type(obj)) == f.name:
+            out.update(value)
+        elif dataclasses.is_dataclass(value):
+            out[f.name] = to_dict(value)
+        else:
+            out[f.name] = value
+    return out
+
+
+# ---- TOML, presets, overrides ----------------------------------------------------------------------
+
+
+def parse_toml(text: str, *, source: str) -> dict[str, Any]:
+    """Parse TOML text with an error naming the source and the line."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise GankitError(f"{source}: invalid TOML: {exc}") from None
+
+
+def dumps(config: Config) -> str:
+    """The config as TOML text."""
+    import tomli_w
+
+    return tomli_w.dumps(to_dict(config))
+
+
+def load_file(path: str | Path) -> Config:
+    """A config from a TOML file (a run's ``config.toml`` or the user's own)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise GankitError(f"{path}: cannot read config: {exc.strerror or exc}") from None
+    return validate(from_dict(Config, parse_toml(text, source=str(path)), where=""))
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped in ``gankit/presets``."""
+    return sorted(p.name[:-5] for p in resources.files("gankit.presets").iterdir() if p.name.endswith(".toml"))
+
+
+def preset_dict(name: str) -> dict[str, Any]:
+    """A preset's raw TOML tables."""
+    if name not in preset_names():
+        raise GankitError(f"unknown preset {name!r}{did_you_mean(name, preset_names())}; "
+                          "`gankit presets` lists them")
+    text = resources.files("gankit.presets").joinpath(f"{name}.toml").read_text()
+    return parse_toml(text, source=f"preset {name}")
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"train.steps=100"`` -> (["train", "steps"], 100); values are TOML, else plain strings."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise GankitError(f"--set expects key=value (e.g. train.steps=100), got {item!r}")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return [k.strip() for k in key.split(".")], value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides onto a raw config dict (validation happens when it is built)."""
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise GankitError(f"--set {item}: {k!r} is a value, not a table")
+        node[keys[-1]] = value
+    return data
+
+
+def build(preset: str | None = None, *, overrides: list[str] = (), file: str | Path | None = None) -> Config:
+    """The config from a preset (or a TOML file, or defaults) plus ``--set`` overrides, validated."""
+    if preset and file:
+        raise GankitError("give a preset or a config file, not both")
+    if file:
+        data = parse_toml(Path(file).read_text(), source=str(file))
+    elif preset:
+        data = preset_dict(preset)
+        data.setdefault("name", preset)
+    else:
+        data = {}
+    data = apply_overrides(data, list(overrides))
+    return validate(from_dict(Config, data, where=""))
+
+
+# ---- validation ----------------------------------------------------------------------------------------
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise GankitError(msg)
+
+
+def _one_of(value: str, choices: typing.Iterable[str], key: str) -> None:
+    choices = list(choices)
+    _check(value in choices, f"{key} = {value!r} is not one of {', '.join(choices)}{did_you_mean(value, choices)}")
+
+
+def validate(cfg: Config) -> Config:
+    """Range and name checks across the whole config; returns it unchanged."""
+    import gankit.losses  # noqa: F401  (registers)
+    import gankit.nets  # noqa: F401
+    import gankit.train.schedule  # noqa: F401
+    from gankit import registry
+    from gankit.data import parse_spec
+    from gankit.data.sampler import MODES
+    from gankit.data.sources import SPLITS
+
+    d, m, t = cfg.data, cfg.model, cfg.train
+    name, _ = parse_spec(d.dataset)
+    if name != "folder":
+        registry.get("dataset", name)
+    _one_of(d.split, SPLITS, "data.split")
+    _one_of(d.sampler, MODES, "data.sampler")
+    _check(d.batch_size > 0, f"data.batch_size must be positive, got {d.batch_size}")
+    _check(d.limit is None or d.limit > 0, f"data.limit must be positive, got {d.limit}")
+    _check(d.resolution is None or 4 <= d.resolution <= 1024, f"data.resolution must be in 4..1024, got {d.resolution}")
+    _check(d.channels in (None, 1, 3), f"data.channels must be 1 or 3, got {d.channels}")
+    _check(m.latent_dim > 0, f"model.latent_dim must be positive, got {m.latent_dim}")
+    _one_of(m.noise, ("normal", "uniform"), "model.noise")
+    _one_of(m.output, ("tanh", "sigmoid"), "model.output")
+    _one_of(m.init, ("keras", "dcgan", "torch"), "model.init")
+    registry.get("generator", m.g.arch)
+    registry.get("discriminator", m.d.arch)
+    registry.get("loss", cfg.loss.name)
+    _one_of(cfg.loss.d_update, ("joint", "separate"), "loss.d_update")
+    _check(cfg.loss.label_noise >= 0, f"loss.label_noise must be >= 0, got {cfg.loss.label_noise}")
+    for side in ("g", "d"):
+        o: OptimConfig = getattr(cfg.optim, side)
+        key = f"optim.{side}"
+        _one_of(o.name, ("adam", "sgd", "rmsprop"), f"{key}.name")
+        _check(o.lr > 0, f"{key}.lr must be positive, got {o.lr}")
+        _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), f"{key}.betas must be two numbers in [0, 1)")
+        _check(o.momentum >= 0 and o.eps > 0 and o.weight_decay >= 0 and o.decay >= 0,
+               f"{key}: momentum, weight_decay and decay must be >= 0 and eps > 0")
+        _check(o.clip_value is None or o.clip_value > 0, f"{key}.clip_value must be positive")
+    registry.get("schedule", cfg.schedule.name)
+    _check(cfg.schedule.d_steps >= 1 and cfg.schedule.g_steps >= 1, "schedule.d_steps and g_steps must be >= 1")
+    _check(t.steps > 0, f"train.steps must be positive, got {t.steps}")
+    _one_of(t.device, ("auto", "cpu", "cuda"), "train.device")
+    _one_of(t.fakes_for_d, ("train", "eval"), "train.fakes_for_d")
+    _check(t.threads is None or t.threads > 0, f"train.threads must be positive, got {t.threads}")
+    for key in ("log_every", "sample_every", "sample_grid", "checkpoint_every", "keep_checkpoints"):
+        _check(getattr(t, key) > 0, f"train.{key} must be positive, got {getattr(t, key)}")
+    return cfg

@@ -1,0 +1,282 @@
+"""CIFAR-10: the official python batches (through a restricted unpickler) or a per-class JPEG tree.
+
+The official batches are pickles. gankit loads them with an unpickler that admits only plain
+containers and numpy's own array reconstruction, so a crafted file cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+import tarfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gankit.data.dataset import Dataset, DatasetInfo
+from gankit.data.files import FileSpec, atomic_write_bytes, cache_dir, find_file, is_verified, mark_verified, read_bytes
+from gankit.data.sources import split_parts
+from gankit.errors import GankitError
+from gankit.registry import register
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+PYTHON_ARCHIVE = FileSpec(name="cifar-10-python.tar.gz", urls=("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",))
+# md5 of each official batch file (as extracted from the archive).
+BATCH_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+SPLIT_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+# The widely redistributed JPEG tree (train|test/<class>/NNNN.jpg), md5 of the decompressed tar.
+JPEG_ARCHIVE = FileSpec(name="cifar-10-images-jpg.tar.gz", content_md5="2cacae577a1f36c201d18c453577a415")
+
+_LOSSY_WARNED = False
+
+
+# ---- restricted unpickling -------------------------------------------------------------------------
+
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    if subtype is not np.ndarray:
+        raise pickle.UnpicklingError(f"refused to build array subtype {subtype!r}")
+    return np.ndarray.__new__(np.ndarray, shape, dtype)
+
+
+def _encode(text: Any, encoding: Any = "utf-8") -> bytes:
+    # Python 3 writes bytes into protocol-2 pickles as _codecs.encode(str, "latin1"): allow just that.
+    if not isinstance(text, str) or encoding != "latin1":
+        raise pickle.UnpicklingError("refused _codecs.encode call")
+    return text.encode("latin1")
+
+
+_ALLOWED = {
+    ("_codecs", "encode"): _encode,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Admits dicts, lists, bytes, strings, numbers and plain numpy arrays; nothing callable else."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"refused to load {module}.{name}: only arrays and plain data are allowed") from None
+
+
+def safe_unpickle(data: bytes, *, name: str) -> Any:
+    """Unpickle ``data`` admitting only plain data and numpy arrays; GankitError on anything else."""
+    try:
+        return _SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            KeyError, MemoryError, OverflowError, UnicodeDecodeError, RecursionError) as exc:
+        raise GankitError(f"{name}: not a valid CIFAR batch (it is refused, nothing in it ran): {exc}") from None
+
+
+def parse_batch(data: bytes, *, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch -> (images uint8 [N, 3, 32, 32], labels int64 [N])."""
+    obj = safe_unpickle(data, name=name)
+    if not isinstance(obj, dict):
+        raise GankitError(f"{name}: not a CIFAR batch: expected a dict, found {type(obj).__name__}")
+    table = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
+    if "data" not in table or "labels" not in table:
+        raise GankitError(f"{name}: not a CIFAR batch: keys {sorted(map(str, table))} lack 'data' or 'labels'")
+    images, labels = table["data"], table["labels"]
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != 3072:
+        shape = getattr(images, "shape", None)
+        raise GankitError(f"{name}: CIFAR 'data' must be a uint8 array [N, 3072], "
+                          f"found {type(images).__name__} {shape}")
+    try:
+        labels = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError):
+        raise GankitError(f"{name}: CIFAR 'labels' must be a list of integers") from None
+    if labels.shape != (images.shape[0],):
+        raise GankitError(f"{name}: {images.shape[0]} images but {labels.size} labels")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise GankitError(f"{name}: CIFAR-10 labels must be 0..9, found {labels.min()}..{labels.max()}")
+    return images.reshape(-1, 3, 32, 32), labels
+
+
+def _python_batches(folder: Path, parts: tuple[str, ...], verify_files: bool) -> tuple[list, list, list[str]] | None:
+    """Read batches from ``cifar-10-batches-py/`` or ``cifar-10-python.tar.gz``; None if neither exists."""
+    wanted = [b for p in parts for b in SPLIT_BATCHES[p]]
+    extracted = folder / "cifar-10-batches-py"
+    blobs: dict[str, tuple[bytes, str]] = {}
+    if extracted.is_dir():
+        for b in wanted:
+            path = extracted / b
+            if not path.exists():
+                raise GankitError(f"CIFAR-10 batch {path} is missing (expected {', '.join(wanted)})")
+            blobs[b] = (path.read_bytes(), str(path))
+    elif (folder / PYTHON_ARCHIVE.name).exists():
+        path = folder / PYTHON_ARCHIVE.name
+        try:
+            with tarfile.open(fileobj=io.BytesIO(read_bytes(path)), mode="r:") as tar:
+                for member in tar:
+                    base = member.name.rsplit("/", 1)[-1]
+                    if member.isfile() and base in wanted:
+                        blobs[base] = (tar.extractfile(member).read(), f"{path}:{member.name}")  # type: ignore[union-attr]
+        except tarfile.TarError as exc:
+            raise GankitError(f"{path}: corrupted tar archive ({exc})") from None
+        missing = [b for b in wanted if b not in blobs]
+        if missing:
+            raise GankitError(f"{path}: archive lacks {', '.join(missing)}")
+    else:
+        return None
+    ims, labs, names = [], [], []
+    for b in wanted:
+        data, name = blobs[b]
+        if verify_files and hashlib.md5(data).hexdigest() != BATCH_MD5[b]:
+            raise GankitError(f"{name}: checksum mismatch with the official CIFAR-10 {b}; the file is corrupted")
+        x, y = parse_batch(data, name=name)
+        ims.append(x)
+        labs.append(y)
+        names.append(name)
+    return ims, labs, names
+
+
+# ---- the JPEG tree ------------------------------------------------------------------------------------
+
+def _decode_jpegs(entries: list[tuple[int, int, str, bytes]]) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    out = np.empty((len(entries), 32, 32, 3), dtype=np.uint8)
+    labels = np.empty(len(entries), dtype=np.int64)
+    for i, (_, label, name, blob) in enumerate(entries):
+        try:
+            with Image.open(io.BytesIO(blob)) as im:
+                arr = np.asarray(im.convert("RGB"))
+        except OSError as exc:
+            raise GankitError(f"{name}: not a readable image ({exc})") from None
+        if arr.shape != (32, 32, 3):
+            raise GankitError(f"{name}: CIFAR-10 image must be 32x32, found {arr.shape[1]}x{arr.shape[0]}")
+        out[i] = arr
+        labels[i] = label
+    return out.transpose(0, 3, 1, 2), labels
+
+
+def _jpeg_entries(folder: Path, parts: tuple[str, ...], classes: set[int] | None, verify_files: bool,
+                  ) -> tuple[list[tuple[int, int, str, bytes]], str] | None:
+    """(split index, label, name, bytes) of every wanted JPEG, sorted, and the source. None if absent."""
+    archive = folder / JPEG_ARCHIVE.name
+    trees = [folder / "cifar-10-images-jpg", folder]
+    entries: list[tuple[int, int, str, bytes]] = []
+
+    def wanted(rel: list[str]) -> int | None:
+        # rel = [split, class, file]
+        if len(rel) != 3 or rel[0] not in parts or rel[1] not in CLASSES or not rel[2].lower().endswith(".jpg"):
+            return None
+        label = CLASSES.index(rel[1])
+        return label if classes is None or label in classes else None
+
+    if archive.exists():
+        content = read_bytes(archive)
+        checksum = f"md5:{JPEG_ARCHIVE.content_md5}"
+        if verify_files and not is_verified(archive, checksum):
+            got = hashlib.md5(content).hexdigest()
+            if got != JPEG_ARCHIVE.content_md5:
+                raise GankitError(f"{archive}: checksum mismatch: decompressed md5 {got}, expected "
+                                  f"{JPEG_ARCHIVE.content_md5}; the file is corrupted")
+            mark_verified(archive, checksum)
+        try:
+            with tarfile.open(fileobj=io.BytesIO(content), mode="r:") as tar:
+                for member in tar:
+                    parts_ = member.name.split("/")
+                    rel = parts_[-3:] if member.isfile() else []
+                    label = wanted(rel)
+                    if label is not None:
+                        blob = tar.extractfile(member).read()  # type: ignore[union-attr]
+                        entries.append((parts.index(rel[0]), label, f"{archive}:{member.name}", blob))
+        except tarfile.TarError as exc:
+            raise GankitError(f"{archive}: corrupted tar archive ({exc})") from None
+        source = str(archive)
+    else:
+        tree = next((t for t in trees if (t / "train").is_dir() or (t / "test").is_dir()), None)
+        if tree is None:
+            return None
+        for path in sorted(tree.glob("*/*/*")):
+            rel = list(path.relative_to(tree).parts)
+            label = wanted(rel)
+            if label is not None:
+                entries.append((parts.index(rel[0]), label, str(path), path.read_bytes()))
+        source = str(tree)
+    entries.sort(key=lambda e: e[:3])  # split, then class, then file name: a stable order
+    return entries, source
+
+
+def _cache_path(source: Path, parts: tuple[str, ...], classes: set[int] | None) -> Path:
+    """Where the decoded arrays of ``source`` (by path, size and mtime) for these splits/classes live."""
+    st = source.stat()
+    key = f"{source.resolve()}|{st.st_size}|{st.st_mtime_ns}|{parts}|{sorted(classes) if classes else 'all'}"
+    return cache_dir() / "decoded" / f"cifar10-jpg-{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
+
+
+def _load_jpeg_copy(folder: Path, parts: tuple[str, ...], classes: set[int] | None, verify_files: bool,
+                    ) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """Decoding 60k JPEGs takes ~15 s here, so the decoded arrays are cached (in gankit's cache)."""
+    archive = folder / JPEG_ARCHIVE.name
+    if archive.exists() and not (verify_files and not is_verified(archive, f"md5:{JPEG_ARCHIVE.content_md5}")):
+        try:
+            with np.load(_cache_path(archive, parts, classes)) as z:
+                return z["images"], z["labels"], str(archive)
+        except (OSError, ValueError, KeyError):
+            pass
+    found = _jpeg_entries(folder, parts, classes, verify_files)
+    if found is None:
+        return None
+    entries, source = found
+    images, labels = _decode_jpegs(entries)
+    if archive.exists():
+        try:
+            buf = io.BytesIO()
+            np.savez(buf, images=images, labels=labels)
+            atomic_write_bytes(_cache_path(archive, parts, classes), buf.getvalue())
+        except OSError:
+            pass
+    return images, labels, source
+
+
+@register("dataset", "cifar10")
+def load_cifar10(*, root: Path, split: str = "train", verify_files: bool = True, classes: list[int] | None = None,
+                 **_: object) -> Dataset:
+    """CIFAR-10, 32x32 colour, 10 classes; official python batches, else the JPEG tree (lossy)."""
+    global _LOSSY_WARNED
+    folder = root / "cifar10"
+    parts = split_parts(split)
+    wanted = set(classes) if classes is not None else None
+    got = _python_batches(folder, parts, verify_files)
+    notes: tuple[str, ...] = ()
+    if got is not None:
+        ims, labs, files = got
+        images, labels = np.concatenate(ims), np.concatenate(labs)
+        if wanted is not None:
+            keep = np.isin(labels, sorted(wanted))
+            images, labels = images[keep], labels[keep]
+    else:
+        found = _load_jpeg_copy(folder, parts, wanted, verify_files)
+        if found is None:
+            find_file(folder, PYTHON_ARCHIVE, dataset="cifar10", all_specs=(PYTHON_ARCHIVE, JPEG_ARCHIVE))
+            return load_cifar10(root=root, split=split, verify_files=verify_files, classes=classes)
+        images, labels, source = found
+        if not _LOSSY_WARNED:
+            warnings.warn(f"cifar10: reading the JPEG copy {source}: lossy (JPEG quality ~75), not the official "
+                          "pickles; metrics against it are not comparable with published CIFAR-10 numbers",
+                          stacklevel=2)
+            _LOSSY_WARNED = True
+        files = [source]
+        notes = ("lossy JPEG copy of CIFAR-10",)
+    info = DatasetInfo(name="cifar10", resolution=32, channels=3, class_names=CLASSES, notes=notes)
+    return Dataset(images=torch.from_numpy(np.ascontiguousarray(images)), labels=torch.from_numpy(labels),
+                   info=info, files=files)

@@ -1,0 +1,206 @@
+"""Where dataset files live, how they are verified, and how missing ones are downloaded.
+
+Files are looked up under a data root (``--data-root``, else ``$GANKIT_DATA``, else
+``~/.cache/gankit/data``), one folder per dataset with the official file names. Each file is
+verified once against a checksum of its *decompressed* content (so a re-compressed copy of the
+same data passes); the result is cached under ``$GANKIT_CACHE`` (never next to the data, which
+may be read-only), keyed by path, size and modification time.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from gankit.errors import GankitError
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileSpec:
+    """One file of a dataset: its official name, checksum and where to download it.
+
+    ``content_md5`` is the md5 of the decompressed content (for ``.gz`` files) or of the file
+    itself; ``file_sha256`` is used instead where only the compressed file's hash is published.
+    """
+
+    name: str
+    content_md5: str | None = None
+    file_sha256: str | None = None
+    urls: tuple[str, ...] = ()
+
+
+def cache_dir() -> Path:
+    """gankit's own cache folder (verification marks, reference statistics)."""
+    root = os.environ.get("GANKIT_CACHE") or Path.home() / ".cache" / "gankit"
+    return Path(root)
+
+
+def data_root(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The data root: the explicit argument, else ``$GANKIT_DATA``, else ``~/.cache/gankit/data``."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get("GANKIT_DATA")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "gankit" / "data"
+
+
+def read_bytes(path: Path) -> bytes:
+    """The content of ``path``, decompressed when it is gzip (by its magic bytes); clear errors when truncated."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise GankitError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if raw[:2] == b"\x1f\x8b" or (path.suffix == ".gz" and raw):
+        try:
+            return gzip.decompress(raw)
+        except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+            raise GankitError(f"{path}: corrupted or truncated gzip file ({exc})") from None
+    return raw
+
+
+# ---- verification cache ------------------------------------------------------------------------
+
+def _marks_path() -> Path:
+    return cache_dir() / "verified.json"
+
+
+def _load_marks() -> dict[str, dict[str, object]]:
+    try:
+        return json.loads(_marks_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _stamp(path: Path) -> dict[str, object]:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def is_verified(path: Path, checksum: str) -> bool:
+    """True if ``path`` (unchanged since) was verified against ``checksum`` before."""
+    mark = _load_marks().get(str(path.resolve()))
+    return bool(mark) and mark.get("checksum") == checksum and mark.get("stamp") == _stamp(path)
+
+
+def mark_verified(path: Path, checksum: str) -> None:
+    """Remember that ``path`` matched ``checksum``; silently skipped when the cache is not writable."""
+    marks = _load_marks()
+    marks[str(path.resolve())] = {"checksum": checksum, "stamp": _stamp(path)}
+    try:
+        atomic_write_bytes(_marks_path(), json.dumps(marks, indent=1).encode())
+    except OSError:
+        pass
+
+
+def verify(path: Path, spec: FileSpec, content: bytes | None = None) -> None:
+    """Check ``path`` against its spec's checksum (cached). ``content``: its decompressed bytes if at hand."""
+    if spec.content_md5:
+        want = f"md5:{spec.content_md5}"
+        if is_verified(path, want):
+            return
+        data = content if content is not None else read_bytes(path)
+        got = hashlib.md5(data).hexdigest()
+        if got != spec.content_md5:
+            raise GankitError(
+                f"{path}: checksum mismatch: the decompressed content has md5 {got}, the official file's is "
+                f"{spec.content_md5}. The file is corrupted or not the official one; delete it to download it again."
+            )
+    elif spec.file_sha256:
+        want = f"sha256:{spec.file_sha256}"
+        if is_verified(path, want):
+            return
+        got = hashlib.sha256(path.read_bytes()).hexdigest()
+        if got != spec.file_sha256:
+            raise GankitError(
+                f"{path}: checksum mismatch: sha256 {got}, the official file's is {spec.file_sha256}. "
+                "The file is corrupted or not the official one; delete it to download it again."
+            )
+    else:
+        return
+    mark_verified(path, want)
+
+
+# ---- atomic writes and downloads ---------------------------------------------------------------
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def offline() -> bool:
+    """Downloads are disabled by ``GANKIT_OFFLINE=1`` (the test suite sets it)."""
+    return os.environ.get("GANKIT_OFFLINE", "") not in ("", "0")
+
+
+def download(url: str, dest: Path, *, spec: FileSpec | None = None, progress: bool = True) -> Path:
+    """Download ``url`` to ``dest`` with a progress bar, verify it, and rename it into place.
+
+    Nothing is left at ``dest`` unless the whole file arrived and matched its checksum.
+    """
+    from tqdm import tqdm
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(f".{dest.name}.part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as out:
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
+                while chunk := resp.read(1 << 20):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
+        if spec is not None:
+            verify(part, FileSpec(name=dest.name, content_md5=spec.content_md5, file_sha256=spec.file_sha256))
+        os.replace(part, dest)
+    finally:
+        part.unlink(missing_ok=True)
+    return dest
+
+
+def find_file(folder: Path, spec: FileSpec, *, dataset: str, all_specs: tuple[FileSpec, ...] = ()) -> Path:
+    """The path of ``spec`` under ``folder``, downloading it from an official mirror if missing.
+
+    With no network (or ``GANKIT_OFFLINE``), one clear error names every file expected and the folder.
+    """
+    path = folder / spec.name
+    if path.exists():
+        return path
+    errors = []
+    if spec.urls and not offline():
+        for url in spec.urls:
+            try:
+                return download(url, path, spec=spec)
+            except (urllib.error.URLError, OSError, TimeoutError) as exc:
+                errors.append(f"{url}: {exc}")
+            except GankitError as exc:
+                errors.append(str(exc))
+    expected = ", ".join(s.name for s in (all_specs or (spec,)))
+    lines = [f"dataset {dataset!r}: file {spec.name} not found in {folder}", f"  expected files: {expected}"]
+    if spec.urls:
+        lines.append(f"  official download: {spec.urls[0]}")
+    if errors:
+        lines.append("  download failed: " + "; ".join(errors))
+    elif offline():
+        lines.append("  downloads are off (GANKIT_OFFLINE is set)")
+    lines.append("  set --data-root or GANKIT_DATA to the folder that holds the dataset folders")
+    raise GankitError("\n".join(lines))

@@ -1,0 +1,19 @@
+"""The one error type gankit raises for bad input, so the CLI can print it without a traceback."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class GankitError(Exception):
+    """A problem the user can fix (bad config, missing or corrupted file, unknown name).
+
+    The CLI prints ``str(error)`` and exits with status 2; everything else is a bug.
+    """
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """A ' (did you mean X?)' hint for a misspelt ``name``, or '' when nothing is close."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

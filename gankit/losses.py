@@ -1,0 +1,113 @@
+"""Adversarial objectives as small pure functions on D's logits.
+
+Each objective is three functions: D's loss on real logits, D's loss on fake logits, and G's loss
+on the logits of its fakes. D's total loss is the sum of the first two, so a config can also
+update D on the real and fake batches separately (seed 002). Penalties live elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from gankit.registry import register
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class Objective:
+    """An adversarial loss. ``uses_targets``: D's losses take per-sample targets (label smoothing/noise)."""
+
+    d_real: Callable[..., Tensor]
+    d_fake: Callable[..., Tensor]
+    g: Callable[[Tensor], Tensor]
+    uses_targets: bool = False
+
+
+# ---- binary cross-entropy (the seeds' loss), in logit form for numerical stability ----------------
+
+def d_bce_real(logits: Tensor, targets: Tensor | None = None) -> Tensor:
+    """-log sigmoid(D(x)) averaged; ``targets`` replace the 1s (smoothing, noise)."""
+    t = torch.ones_like(logits) if targets is None else targets
+    return F.binary_cross_entropy_with_logits(logits, t)
+
+
+def d_bce_fake(logits: Tensor, targets: Tensor | None = None) -> Tensor:
+    """-log(1 - sigmoid(D(G(z)))) averaged; ``targets`` replace the 0s."""
+    t = torch.zeros_like(logits) if targets is None else targets
+    return F.binary_cross_entropy_with_logits(logits, t)
+
+
+def g_bce(fake_logits: Tensor) -> Tensor:
+    """The non-saturating generator loss: -log sigmoid(D(G(z)))."""
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+register("loss", "bce")(Objective(d_bce_real, d_bce_fake, g_bce, uses_targets=True))
+
+
+# ---- hinge (SNGAN, BigGAN) ----------------------------------------------------------------------------
+
+def d_hinge_real(logits: Tensor, targets: Tensor | None = None) -> Tensor:
+    return F.relu(1.0 - logits).mean()
+
+
+def d_hinge_fake(logits: Tensor, targets: Tensor | None = None) -> Tensor:
+    return F.relu(1.0 + logits).mean()
+
+
+def g_hinge(fake_logits: Tensor) -> Tensor:
+    return -fake_logits.mean()
+
+
+register("loss", "hinge")(Objective(d_hinge_real, d_hinge_fake, g_hinge))
+
+
+# ---- Wasserstein (WGAN; add a gradient penalty for WGAN-GP) -------------------------------------------
+
+def d_wasserstein_real(logits: Tensor, targets: Tensor | None = None) -> Tensor:
+    return -logits.mean()
+
+
+def d_wasserstein_fake(logits: Tensor, targets: Tensor | None = None) -> Tensor:
+    return logits.mean()
+
+
+def g_wasserstein(fake_logits: Tensor) -> Tensor:
+    return -fake_logits.mean()
+
+
+register("loss", "wasserstein")(Objective(d_wasserstein_real, d_wasserstein_fake, g_wasserstein))
+
+
+# ---- least squares (LSGAN, a=0 b=1 c=1) -------------------------------------------------------------------
+
+def d_lsgan_real(logits: Tensor, targets: Tensor | None = None) -> Tensor:
+    return 0.5 * (logits - 1.0).pow(2).mean()
+
+
+def d_lsgan_fake(logits: Tensor, targets: Tensor | None = None) -> Tensor:
+    return 0.5 * logits.pow(2).mean()
+
+
+def g_lsgan(fake_logits: Tensor) -> Tensor:
+    return 0.5 * (fake_logits - 1.0).pow(2).mean()
+
+
+register("loss", "lsgan")(Objective(d_lsgan_real, d_lsgan_fake, g_lsgan))
+
+
+def d_targets(n: int, *, label: float, noise: float, generator: torch.Generator | None = None,
+              device: torch.device | str = "cpu") -> Tensor | None:
+    """D's targets for ``n`` samples: ``label`` plus ``noise`` x U[0, 1) (seed 004's noisy labels).
+
+    None when they are the plain 0/1 targets, so the loss takes its fast path.
+    """
+    if noise == 0.0:
+        return None if label in (0.0, 1.0) else torch.full((n,), label, device=device)
+    u = torch.rand(n, generator=generator, device="cpu").to(device)
+    return label + noise * u

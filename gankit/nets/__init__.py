@@ -1,0 +1,107 @@
+"""Generator/discriminator pairs, built by registered name from a config.
+
+Contract: ``G(z [N, latent], labels [N] | None) -> images [N, C, H, W]`` in the model's output
+range; ``D(images, labels | None) -> logits [N]`` (no sigmoid: losses work on logits).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import nn
+
+from gankit import registry
+from gankit.errors import GankitError, did_you_mean
+from gankit.nets import mlp  # noqa: F401  (registers)
+
+__all__ = ["build_nets", "init_weights", "layer_table"]
+
+_FIXED = {"latent_dim", "image_shape", "num_classes", "output"}
+
+
+def _build(kind: str, arch: str, params: dict[str, Any], fixed: dict[str, Any]) -> nn.Module:
+    cls = registry.get(kind, arch)
+    sig = inspect.signature(cls)
+    allowed = [p for p in sig.parameters if p not in _FIXED]
+    for key in params:
+        if key not in allowed:
+            raise GankitError(f"unknown setting model.{kind[0]}.{key!r} for {kind} {arch!r}"
+                              f"{did_you_mean(key, allowed)}; it takes: {', '.join(allowed)}")
+    kwargs = {k: v for k, v in fixed.items() if k in sig.parameters}
+    try:
+        return cls(**kwargs, **params)
+    except (TypeError, ValueError) as exc:
+        raise GankitError(f"cannot build {kind} {arch!r} from model.{kind[0]} = {params}: {exc}") from None
+
+
+def init_weights(net: nn.Module, scheme: str) -> None:
+    """Re-initialise weights: ``keras`` (glorot-uniform kernels, zero biases), ``dcgan`` (N(0, 0.02)),
+    or ``torch`` (leave PyTorch's defaults). Batch-norm scales start at 1 and shifts at 0 in all."""
+    if scheme == "torch":
+        return
+    for m in net.modules():
+        if isinstance(m, nn.Linear | nn.Conv2d | nn.ConvTranspose2d | nn.Embedding):
+            if scheme == "keras":
+                if isinstance(m, nn.Embedding):
+                    nn.init.uniform_(m.weight, -0.05, 0.05)  # Keras' Embedding default
+                else:
+                    nn.init.xavier_uniform_(m.weight)
+            else:
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d) and m.affine:
+            if scheme == "dcgan":
+                nn.init.normal_(m.weight, 1.0, 0.02)
+            else:
+                nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def build_nets(model_cfg: Any, *, image_shape: tuple[int, int, int], num_classes: int) -> tuple[nn.Module, nn.Module]:
+    """G and D from a :class:`gankit.config.ModelConfig`, initialised by its scheme."""
+    ncls = num_classes if model_cfg.conditional else 0
+    fixed = {"latent_dim": model_cfg.latent_dim, "image_shape": tuple(image_shape), "num_classes": ncls,
+             "output": model_cfg.output}
+    g = _build("generator", model_cfg.g.arch, model_cfg.g.params, fixed)
+    d = _build("discriminator", model_cfg.d.arch, model_cfg.d.params, fixed)
+    init_weights(g, model_cfg.init)
+    init_weights(d, model_cfg.init)
+    return g, d
+
+
+def layer_table(net: nn.Module, *inputs: torch.Tensor) -> tuple[str, int, int]:
+    """A Keras-style summary (layer, type, output shape, params) by running ``inputs`` through ``net``.
+
+    Returns (table text, total params, trainable params). Buffers such as batch-norm running
+    statistics count as non-trainable params, as in Keras' summaries.
+    """
+    rows: list[tuple[str, str, str, int]] = []
+    hooks = []
+    for name, mod in net.named_modules():
+        if name and not list(mod.children()):
+            def hook(m: nn.Module, _inp: Any, out: Any, name: str = name) -> None:
+                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else "?"
+                n = sum(p.numel() for p in m.parameters(recurse=False))
+                n += sum(b.numel() for k, b in m.named_buffers(recurse=False) if k != "num_batches_tracked")
+                rows.append((name, type(m).__name__, str(shape), n))
+            hooks.append(mod.register_forward_hook(hook))
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(*inputs)
+    finally:
+        net.train(was_training)
+        for h in hooks:
+            h.remove()
+    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    buffers = sum(b.numel() for k, b in net.named_buffers() if not k.endswith("num_batches_tracked"))
+    total = trainable + buffers
+    width = max([len(r[0]) for r in rows] + [5])
+    lines = [f"{'layer':<{width}}  {'type':<18} {'output':<22} {'params':>12}"]
+    lines += [f"{r[0]:<{width}}  {r[1]:<18} {r[2]:<22} {r[3]:>12,}" for r in rows]
+    lines.append(f"total params: {total:,}  trainable: {trainable:,}  non-trainable: {buffers:,}")
+    return "\n".join(lines), total, trainable

@@ -1,0 +1,57 @@
+"""Optimizers as configs name them, with Keras' gradient value clipping and time-based decay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from gankit.config import OptimConfig
+
+
+class Optim:
+    """A torch optimizer plus what Keras adds around it: ``clipvalue`` and ``decay``.
+
+    ``step()`` clips every gradient element to [-clip_value, clip_value], steps, then sets the
+    learning rate for the next iteration to ``lr / (1 + decay * iterations)`` (Keras' legacy decay).
+    """
+
+    def __init__(self, params: list[nn.Parameter], cfg: OptimConfig, *, device_type: str = "cpu") -> None:
+        self.params = [p for p in params if p.requires_grad]
+        self.cfg = cfg
+        foreach = True if device_type == "cuda" else None
+        if cfg.name == "adam":
+            self.opt: torch.optim.Optimizer = torch.optim.Adam(
+                self.params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay,
+                foreach=foreach)
+        elif cfg.name == "sgd":
+            self.opt = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                       foreach=foreach)
+        else:
+            self.opt = torch.optim.RMSprop(self.params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps,
+                                           momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=foreach)
+        self.iterations = 0
+
+    @property
+    def lr(self) -> float:
+        return float(self.opt.param_groups[0]["lr"])
+
+    def zero_grad(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        if self.cfg.clip_value is not None:
+            torch.nn.utils.clip_grad_value_(self.params, self.cfg.clip_value)
+        self.opt.step()
+        self.iterations += 1
+        if self.cfg.decay:
+            for group in self.opt.param_groups:
+                group["lr"] = self.cfg.lr / (1.0 + self.cfg.decay * self.iterations)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"opt": self.opt.state_dict(), "iterations": self.iterations}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.opt.load_state_dict(state["opt"])
+        self.iterations = int(state["iterations"])

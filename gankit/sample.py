@@ -1,0 +1,94 @@
+"""Sampling from a run directory's checkpoint, without the training code's state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from gankit.config import Config
+from gankit.data import DatasetInfo, to_uint8
+from gankit.data.files import atomic_write_bytes
+from gankit.errors import GankitError
+from gankit.run import RunDir, latest_good_checkpoint, load_checkpoint
+from gankit.train.build import make_nets, resolve_device, sample_noise, value_range
+from gankit.viz.grid import default_scale, make_grid, save_image
+
+
+@dataclass
+class LoadedGenerator:
+    """A generator ready to sample, with the config and dataset metadata it was trained with."""
+
+    G: nn.Module
+    cfg: Config
+    info: DatasetInfo
+    step: int
+    device: torch.device
+
+
+def load_generator(run_dir: str | Path, *, device: str = "cpu", checkpoint: str | None = None) -> LoadedGenerator:
+    """The generator of a run's latest good checkpoint (or of ``checkpoint``, a folder name), in eval mode."""
+    run = RunDir(run_dir)
+    cfg = run.config()
+    path = run.checkpoints / checkpoint if checkpoint else latest_good_checkpoint(run)
+    if path is None or not path.exists():
+        raise GankitError(f"{run.path}: no checkpoint to sample from" + (f" ({checkpoint})" if checkpoint else ""))
+    weights, state = load_checkpoint(path)
+    di = state["data_info"]
+    info = DatasetInfo(name=di["name"], resolution=di["resolution"], channels=di["channels"],
+                       class_names=tuple(di["class_names"]))
+    G, _ = make_nets(cfg, info)
+    prefix = "EMA." if any(k.startswith("EMA.") for k in weights) else "G."
+    G.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+    dev = resolve_device(device)
+    return LoadedGenerator(G=G.to(dev).eval(), cfg=cfg, info=info, step=state["step"], device=dev)
+
+
+def class_indices(requested: list[str], info: DatasetInfo) -> list[int]:
+    """Class names or numbers to indices for a conditional generator."""
+    from gankit.data import resolve_classes
+
+    return resolve_classes(requested, info.class_names, dataset=info.name)
+
+
+def generate(lg: LoadedGenerator, n: int, *, seed: int = 0, labels: torch.Tensor | None = None,
+             batch: int = 1000) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """``n`` images as uint8 ``[n, C, H, W]``, their labels (conditional) and the noise, from ``seed``."""
+    if n <= 0:
+        raise GankitError(f"--n must be positive, got {n}")
+    cfg = lg.cfg
+    gen = torch.Generator().manual_seed(seed)
+    z = sample_noise(n, cfg.model, device=torch.device("cpu"), generator=gen)
+    if cfg.model.conditional and labels is None:
+        labels = torch.randint(0, lg.info.num_classes, (n,), generator=gen)
+    elif not cfg.model.conditional and labels is not None:
+        raise GankitError("this run's generator is not conditional: --class does not apply")
+    out = []
+    with torch.inference_mode():
+        for i in range(0, n, batch):
+            zb = z[i : i + batch].to(lg.device)
+            yb = labels[i : i + batch].to(lg.device) if labels is not None else None
+            out.append(to_uint8(lg.G(zb, yb), value_range=value_range(cfg.model)).cpu())
+    return torch.cat(out), labels, z
+
+
+def write_samples(out: str | Path, images: torch.Tensor, labels: torch.Tensor | None, z: torch.Tensor, *,
+                  resolution: int, nrow: int | None = None) -> Path:
+    """A grid picture (.png/.jpg) or the arrays (.npz: images [N, H, W, C] uint8, labels, z)."""
+    out = Path(out)
+    if out.suffix.lower() == ".npz":
+        import io
+
+        buf = io.BytesIO()
+        arrays = {"images": images.permute(0, 2, 3, 1).numpy(), "z": z.numpy()}
+        if labels is not None:
+            arrays["labels"] = labels.numpy().astype(np.int64)
+        np.savez(buf, **arrays)
+        atomic_write_bytes(out, buf.getvalue())
+        return out
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise GankitError(f"--out {out}: use a .png, .jpg or .npz file name")
+    return save_image(make_grid(images, nrow=nrow, scale=default_scale(resolution)), out)

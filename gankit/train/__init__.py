@@ -1,0 +1,1 @@
+"""Training: the loop, who-trains-when schedules, and the generator's EMA."""

@@ -1,0 +1,53 @@
+"""Pieces the training loop, sampling and evaluation share: device, data, nets, noise."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gankit.config import Config, DataConfig, ModelConfig
+from gankit.data import Dataset, DatasetInfo, load_dataset
+from gankit.errors import GankitError
+from gankit.nets import build_nets
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; ``cuda`` without a GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise GankitError("train.device = 'cuda' but PyTorch sees no CUDA GPU (this is a CPU build or no GPU)")
+    return torch.device(name)
+
+
+def load_training_data(cfg: DataConfig, *, root: str | None = None) -> Dataset:
+    """The configured dataset (``root`` overrides data.root)."""
+    return load_dataset(cfg.dataset, root=root or cfg.root, split=cfg.split, verify=cfg.verify,
+                        resolution=cfg.resolution, channels=cfg.channels, limit=cfg.limit,
+                        stacked_size=cfg.stacked_size, stacked_seed=cfg.stacked_seed)
+
+
+def make_nets(cfg: Config, info: DatasetInfo) -> tuple[nn.Module, nn.Module]:
+    """G and D for images like ``info``'s, seeded by train.seed so every run starts identically."""
+    torch.manual_seed(cfg.train.seed)
+    shape = (info.channels, info.resolution, info.resolution)
+    return build_nets(cfg.model, image_shape=shape, num_classes=info.num_classes)
+
+
+def value_range(model: ModelConfig) -> tuple[float, float]:
+    """The range images live in for this model: [-1, 1] for tanh, [0, 1] for sigmoid outputs."""
+    return (-1.0, 1.0) if model.output == "tanh" else (0.0, 1.0)
+
+
+def sample_noise(n: int, model: ModelConfig, *, device: torch.device,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Latent vectors ``[n, latent_dim]``: standard normal, or uniform in [-1, 1] (seed 001)."""
+    if model.noise == "normal":
+        return torch.randn(n, model.latent_dim, generator=generator, device=device)
+    return torch.rand(n, model.latent_dim, generator=generator, device=device).mul_(2).sub_(1)
+
+
+def sample_labels(n: int, num_classes: int, *, device: torch.device,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniformly random class labels ``[n]`` for a conditional generator."""
+    return torch.randint(0, num_classes, (n,), generator=generator, device=device)

@@ -1,0 +1,1 @@
+"""Pictures: grids, annotated grids, animations, plots, the run report."""

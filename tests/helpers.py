@@ -1,0 +1,33 @@
+"""Small builders the tests share: synthetic IDX datasets and tiny configs."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+
+from gankit.data.idx import write_idx
+
+
+def write_idx_gz(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(write_idx(array)))
+    return path
+
+
+def fake_mnist(root: Path, *, folder: str = "mnist", n_train: int = 50, n_test: int = 20, seed: int = 0,
+               prefix: str = "") -> Path:
+    """An MNIST-layout folder of random 28x28 digits with labels 0..9."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        write_idx_gz(root / folder / f"{prefix}{split}-images-idx3-ubyte.gz",
+                     rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx_gz(root / folder / f"{prefix}{split}-labels-idx1-ubyte.gz", np.arange(n, dtype=np.uint8) % 10)
+    return root
+
+
+def tiny_overrides(steps: int = 6) -> list[str]:
+    """Overrides that make any preset a seconds-long run on the embedded demo set."""
+    return [f"train.steps={steps}", "train.log_every=2", "train.sample_every=3", "train.checkpoint_every=3",
+            "train.sample_grid=4", "data.limit=256"]

@@ -1,0 +1,82 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from gankit.cli import main
+from tests.helpers import tiny_overrides
+
+
+def run(*args):
+    result = CliRunner().invoke(main, list(map(str, args)))
+    return result
+
+
+def test_presets_lists_with_descriptions():
+    r = run("presets")
+    assert r.exit_code == 0 and "seed002-mlp-mnist" in r.output and "fully-connected" in r.output
+
+
+def test_dry_run_prints_config_and_layer_tables():
+    r = run("train", "--preset", "seed002-mlp-mnist", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert "[model.g]" in r.output and "generator (mlp): 1,493,520 params" in r.output
+    assert "discriminator (mlp): 533,505 params" in r.output
+
+
+def test_train_then_sample(tmp_path):
+    out = tmp_path / "run"
+    sets = [a for o in tiny_overrides(6) for a in ("--set", o)]
+    r = run("train", "--preset", "seed002-mlp-mnist", "--set", "data.dataset=mnist-demo", *sets, "--out", out,
+            "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert "step 6" in r.output
+    r = run("sample", out, "--n", "10", "--out", tmp_path / "g.png", "--seed", "3")
+    assert r.exit_code == 0, r.output
+    img = Image.open(tmp_path / "g.png")
+    assert img.size[0] > 28 * 3
+    r = run("sample", out, "--n", "10", "--out", tmp_path / "s.npz")
+    z = np.load(tmp_path / "s.npz")
+    assert z["images"].shape == (10, 28, 28, 1) and z["images"].dtype == np.uint8 and z["z"].shape == (10, 100)
+    r2 = run("sample", out, "--n", "10", "--out", tmp_path / "t.npz")
+    assert r2.exit_code == 0 and np.array_equal(np.load(tmp_path / "t.npz")["images"], z["images"])  # same seed
+    # resume to more steps, then refuse to start over in the same folder without --force
+    r = run("train", "--resume", out, "--steps", "9", "--no-progress")
+    assert r.exit_code == 0 and "step 9" in r.output, r.output
+    r = run("train", "--preset", "seed002-mlp-mnist", "--out", out)
+    assert r.exit_code == 2 and "already holds a run" in r.output
+    r = run("sample", out, "--class", "3", "--out", tmp_path / "c.png")
+    assert r.exit_code == 2 and "not conditional" in r.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--preset", "nope"], "unknown preset 'nope'"),
+        (["train", "--preset", "seed002-mlp-mnist", "--set", "train.stepz=3"], "did you mean 'steps'"),
+        (["sample", "/nonexistent/run"], "not a gankit run directory"),
+        (["data", "check", "mnist", "--data-root", "/nonexistent"], "not found in /nonexistent/mnist"),
+        (["list", "lossez"], "did you mean 'losses'"),
+    ],
+)
+def test_errors_are_one_clear_line(args, message):
+    r = run(*args)
+    assert r.exit_code == 2
+    assert message in r.output and "Traceback" not in r.output
+
+
+def test_data_commands(shared_data, tmp_path):
+    r = run("data", "list", "--data-root", shared_data)
+    assert r.exit_code == 0 and "cifar10" in r.output and "[present]" in r.output
+    r = run("data", "check", "fashion-mnist", "--data-root", shared_data)
+    assert r.exit_code == 0 and "70,000 images" in r.output and "Ankle boot" in r.output and r.output.endswith("ok\n")
+    r = run("data", "show", "mnist", "--data-root", shared_data, "--out", tmp_path / "d.png", "--n", "16")
+    assert r.exit_code == 0 and Image.open(tmp_path / "d.png").size[0] > 100
+
+
+def test_python_dash_m():
+    out = subprocess.run([sys.executable, "-m", "gankit", "list"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "datasets:" in out.stdout and "mnist" in out.stdout

