@@ -122,24 +122,30 @@ def _print_dry_run(cfg: Any) -> None:
 @click.option("--out", "-o", default="samples.png", show_default=True, help=".png/.jpg grid, or .npz arrays")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--class", "classes", multiple=True, help="class name or number (conditional runs; repeatable)")
+@click.option("--per-class", type=int, help="conditional runs: a grid with one column per class, this many rows")
 @click.option("--checkpoint", help="a checkpoint folder name (default: the latest good one)")
 @click.option("--device", default="cpu", show_default=True)
-def sample(run_dir: str, n: int, out: str, seed: int, classes: tuple[str, ...], checkpoint: str | None,
-           device: str) -> None:
-    """Generate images from a trained run."""
+def sample(run_dir: str, n: int, out: str, seed: int, classes: tuple[str, ...], per_class: int | None,
+           checkpoint: str | None, device: str) -> None:
+    """Generate images from a trained run (conditional runs: --class, --per-class)."""
     import torch
 
     from gankit.sample import class_indices, generate, load_generator, write_samples
 
     lg = load_generator(run_dir, device=device, checkpoint=checkpoint)
-    labels = None
-    if classes:
-        if not lg.cfg.model.conditional:
-            raise GankitError("this run's generator is not conditional: --class does not apply")
-        idx = class_indices(list(classes), lg.info)
+    labels, nrow = None, None
+    if (classes or per_class) and not lg.cfg.model.conditional:
+        raise GankitError("this run's generator is not conditional: --class and --per-class do not apply")
+    idx = class_indices(list(classes), lg.info) if classes else list(range(lg.info.num_classes))
+    if per_class is not None:
+        if per_class <= 0:
+            raise GankitError(f"--per-class must be positive, got {per_class}")
+        labels = torch.tensor(idx).repeat(per_class)  # row by row: every class once per row
+        n, nrow = len(labels), len(idx)
+    elif classes:
         labels = torch.tensor(idx).repeat_interleave(-(-n // len(idx)))[:n]
     images, labels, z = generate(lg, n, seed=seed, labels=labels)
-    path = write_samples(out, images, labels, z, resolution=lg.info.resolution)
+    path = write_samples(out, images, labels, z, resolution=lg.info.resolution, nrow=nrow)
     click.echo(f"wrote {n} samples from {run_dir} (step {lg.step}) to {path}")
 
 

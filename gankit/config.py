@@ -51,7 +51,9 @@ class ModelConfig:
     noise: str = "normal"  # normal | uniform (in [-1, 1])
     output: str = "tanh"  # tanh: images in [-1, 1]; sigmoid: images in [0, 1]
     conditional: bool = False  # class labels into G and D
-    init: str = "keras"  # keras (glorot-uniform, zero bias) | dcgan (N(0, 0.02)) | torch (PyTorch defaults)
+    # keras (glorot-uniform, zero bias) | dcgan (N(0, 0.02)) | tf-truncated (truncated normal,
+    # std 2/sqrt(weights), seed 003) | torch (PyTorch defaults)
+    init: str = "keras"
     g: NetConfig = field(default_factory=NetConfig)
     d: NetConfig = field(default_factory=NetConfig)
 
@@ -64,7 +66,9 @@ class LossConfig:
     real_label: float = 1.0  # target for real images (< 1: one-sided label smoothing)
     fake_label: float = 0.0
     label_noise: float = 0.0  # add label_noise * U[0, 1) to every target (seed 004)
-    d_update: str = "joint"  # joint: one D step on real+fake; separate: a step on real, then one on fake
+    # joint: one D step on the summed real and fake losses; concat: one D batch of real and fake images,
+    # mean loss (Keras' np.concatenate); separate: a D step on the real batch, then one on the fake batch
+    d_update: str = "joint"
 
 
 @dataclass(kw_only=True)
@@ -93,8 +97,15 @@ class ScheduleConfig:
     """Who trains when: a registered schedule and its parameters."""
 
     name: str = "alternate"
-    d_steps: int = 1  # D updates per G update (n-critic)
+    d_steps: int = 1  # alternate: D updates per G update (n-critic)
     g_steps: int = 1
+    g_target: float = 0.2  # thresholds: train G until it fools D on the validation batch this often ...
+    d_target: float = 0.5  # ... then D until it is right this often (seed 000)
+    val_size: int = 32  # thresholds: validation batch (fixed noise; half as many held-out real images)
+    max_phase_steps: int = 1000  # thresholds: a phase ends after this many batches even short of its target
+    every: int = 100  # pause-winner: how often the error is measured (seed 003)
+    g_below: float = 0.8  # pause-winner: G trains while the error is below this ...
+    d_above: float = 0.3  # ... and D while it is above this
 
 
 @dataclass(kw_only=True)
@@ -106,6 +117,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     threads: int | None = None  # torch CPU threads (default: PyTorch's choice)
     fakes_for_d: str = "train"  # G's mode when making D's fakes: train, or eval (Keras' predict())
+    g_batch_size: int | None = None  # noise vectors per G update (default: data.batch_size)
+    abort_weight_above: float | None = None  # stop when any weight's magnitude exceeds this (seed 003)
+    time_limit: float | None = None  # stop (with a checkpoint) after this many seconds of training
     log_every: int = 50
     sample_every: int = 500
     sample_grid: int = 64  # images in the fixed-noise grid
@@ -253,13 +267,24 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("gankit.presets").iterdir() if p.name.endswith(".toml"))
 
 
-def preset_dict(name: str) -> dict[str, Any]:
-    """A preset's raw TOML tables."""
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def preset_dict(name: str, *, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A preset's raw TOML tables; ``base = "other"`` inherits another preset's tables."""
     if name not in preset_names():
         raise GankitError(f"unknown preset {name!r}{did_you_mean(name, preset_names())}; "
                           "`gankit presets` lists them")
+    if name in _seen:
+        raise GankitError(f"preset {name!r} inherits from itself ({' -> '.join(_seen + (name,))})")
     text = resources.files("gankit.presets").joinpath(f"{name}.toml").read_text()
-    return parse_toml(text, source=f"preset {name}")
+    data = parse_toml(text, source=f"preset {name}")
+    base = data.pop("base", None)
+    return _merge(preset_dict(base, _seen=_seen + (name,)), data) if base else data
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -338,11 +363,11 @@ def validate(cfg: Config) -> Config:
     _check(m.latent_dim > 0, f"model.latent_dim must be positive, got {m.latent_dim}")
     _one_of(m.noise, ("normal", "uniform"), "model.noise")
     _one_of(m.output, ("tanh", "sigmoid"), "model.output")
-    _one_of(m.init, ("keras", "dcgan", "torch"), "model.init")
+    _one_of(m.init, ("keras", "dcgan", "tf-truncated", "torch"), "model.init")
     registry.get("generator", m.g.arch)
     registry.get("discriminator", m.d.arch)
     registry.get("loss", cfg.loss.name)
-    _one_of(cfg.loss.d_update, ("joint", "separate"), "loss.d_update")
+    _one_of(cfg.loss.d_update, ("joint", "concat", "separate"), "loss.d_update")
     _check(cfg.loss.label_noise >= 0, f"loss.label_noise must be >= 0, got {cfg.loss.label_noise}")
     for side in ("g", "d"):
         o: OptimConfig = getattr(cfg.optim, side)
@@ -354,11 +379,19 @@ def validate(cfg: Config) -> Config:
                f"{key}: momentum, weight_decay and decay must be >= 0 and eps > 0")
         _check(o.clip_value is None or o.clip_value > 0, f"{key}.clip_value must be positive")
     registry.get("schedule", cfg.schedule.name)
-    _check(cfg.schedule.d_steps >= 1 and cfg.schedule.g_steps >= 1, "schedule.d_steps and g_steps must be >= 1")
+    s = cfg.schedule
+    _check(s.d_steps >= 1 and s.g_steps >= 1, "schedule.d_steps and g_steps must be >= 1")
+    _check(0 <= s.g_target <= 1 and 0 <= s.d_target <= 1, "schedule.g_target and d_target must be in [0, 1]")
+    _check(s.val_size >= 2 and s.max_phase_steps >= 1 and s.every >= 1,
+           "schedule.val_size must be >= 2, max_phase_steps and every >= 1")
+    _check(s.d_above < s.g_below, "schedule.d_above must be below g_below, or neither side would train")
     _check(t.steps > 0, f"train.steps must be positive, got {t.steps}")
     _one_of(t.device, ("auto", "cpu", "cuda"), "train.device")
     _one_of(t.fakes_for_d, ("train", "eval"), "train.fakes_for_d")
     _check(t.threads is None or t.threads > 0, f"train.threads must be positive, got {t.threads}")
+    _check(t.g_batch_size is None or t.g_batch_size > 0, f"train.g_batch_size must be positive, got {t.g_batch_size}")
+    _check(t.abort_weight_above is None or t.abort_weight_above > 0, "train.abort_weight_above must be positive")
+    _check(t.time_limit is None or t.time_limit > 0, "train.time_limit must be positive")
     for key in ("log_every", "sample_every", "sample_grid", "checkpoint_every", "keep_checkpoints"):
         _check(getattr(t, key) > 0, f"train.{key} must be positive, got {getattr(t, key)}")
     return cfg

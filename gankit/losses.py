@@ -50,6 +50,14 @@ def g_bce(fake_logits: Tensor) -> Tensor:
 register("loss", "bce")(Objective(d_bce_real, d_bce_fake, g_bce, uses_targets=True))
 
 
+def g_minimax(fake_logits: Tensor) -> Tensor:
+    """The original, saturating generator loss: minimise log(1 - sigmoid(D(G(z)))) = -softplus(logit)."""
+    return -F.softplus(fake_logits).mean()
+
+
+register("loss", "minimax")(Objective(d_bce_real, d_bce_fake, g_minimax, uses_targets=True))
+
+
 # ---- hinge (SNGAN, BigGAN) ----------------------------------------------------------------------------
 
 def d_hinge_real(logits: Tensor, targets: Tensor | None = None) -> Tensor:

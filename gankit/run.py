@@ -55,16 +55,23 @@ class RunDir:
         return load_config_file(self.config_path)
 
 
-def create_run(path: str | os.PathLike[str], config: Config, *, force: bool = False) -> RunDir:
-    """Make a new run directory; refuse to reuse one that holds a run unless ``force``."""
+def check_free(path: str | os.PathLike[str], *, force: bool = False) -> list[str]:
+    """Refuse a directory that holds a run (unless ``force``); returns what ``force`` would delete."""
     run = RunDir(path)
     if run.path.exists() and not run.path.is_dir():
         raise GankitError(f"{run.path} exists and is not a directory")
     existing = [n for n in _OURS if (run.path / n).exists()]
+    if existing and not force:
+        raise GankitError(f"{run.path} already holds a run; continue it with `gankit train --resume {run.path}`"
+                          " or start over with --force (deletes its checkpoints, samples and stats)")
+    return existing
+
+
+def create_run(path: str | os.PathLike[str], config: Config, *, force: bool = False) -> RunDir:
+    """Make a new run directory; refuse to reuse one that holds a run unless ``force``."""
+    run = RunDir(path)
+    existing = check_free(path, force=force)
     if existing:
-        if not force:
-            raise GankitError(f"{run.path} already holds a run; continue it with `gankit train --resume {run.path}`"
-                              " or start over with --force (deletes its checkpoints, samples and stats)")
         for name in existing:
             p = run.path / name
             shutil.rmtree(p) if p.is_dir() else p.unlink()

@@ -6,7 +6,9 @@ import gzip
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from gankit import config as C
 from gankit.data.idx import write_idx
 
 
@@ -28,6 +30,24 @@ def fake_mnist(root: Path, *, folder: str = "mnist", n_train: int = 50, n_test: 
 
 
 def tiny_overrides(steps: int = 6) -> list[str]:
-    """Overrides that make any preset a seconds-long run on the embedded demo set."""
+    """Overrides that make any preset a seconds-long run."""
     return [f"train.steps={steps}", "train.log_every=2", "train.sample_every=3", "train.checkpoint_every=3",
-            "train.sample_grid=4", "data.limit=256"]
+            "train.sample_grid=4", "data.limit=256", "data.batch_size=4", "train.g_batch_size=4",
+            "schedule.every=2", "schedule.max_phase_steps=2", "schedule.val_size=8"]
+
+
+def data_overrides(preset: str, shared: Path) -> list[str]:
+    """A small real dataset that fits the preset's nets: the embedded MNIST set for 28x28 grey nets
+    (EMNIST has no offline copy), the shared Fashion-MNIST and CIFAR-10 files for the others."""
+    cfg = C.build(preset)
+    name = cfg.data.dataset.split(":")[0]
+    if name in ("mnist", "emnist-letters", "emnist-byclass", "emnist-byclass-letters"):
+        return ["data.dataset='mnist-demo'"]
+    if not (shared / name.replace("fashion-mnist", "fashion-mnist")).exists():
+        pytest.skip(f"{name} not found in {shared}")
+    return [f"data.root='{shared}'"]
+
+
+def tiny_config(preset: str, shared: Path, steps: int = 6, extra: list[str] = ()) -> C.Config:
+    """``preset`` on a small slice of fitting real data, a few steps long."""
+    return C.build(preset, overrides=[*tiny_overrides(steps), *data_overrides(preset, shared), *extra])

@@ -52,6 +52,25 @@ def test_train_then_sample(tmp_path):
     assert r.exit_code == 2 and "not conditional" in r.output
 
 
+def test_conditional_sampling(tmp_path):
+    out = tmp_path / "run"
+    sets = [a for o in tiny_overrides(4) for a in ("--set", o)]
+    r = run("train", "--preset", "seed003-cgan-mnist", "--set", "data.dataset=mnist-demo", *sets, "--out", out,
+            "--no-progress")
+    assert r.exit_code == 0, r.output
+    r = run("sample", out, "--per-class", "3", "--out", tmp_path / "grid.npz")
+    assert r.exit_code == 0, r.output
+    z = np.load(tmp_path / "grid.npz")
+    assert z["labels"].tolist() == list(range(10)) * 3  # row by row, one column per digit
+    r = run("sample", out, "--per-class", "3", "--out", tmp_path / "grid.png")
+    w, h = Image.open(tmp_path / "grid.png").size
+    assert w > 3 * h  # ten columns, three rows
+    r = run("sample", out, "--class", "7", "--class", "9", "--n", "6", "--out", tmp_path / "s.npz")
+    assert r.exit_code == 0 and np.load(tmp_path / "s.npz")["labels"].tolist() == [7, 7, 7, 9, 9, 9]
+    r = run("sample", out, "--class", "eleven")
+    assert r.exit_code == 2 and "no class 'eleven'" in r.output
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -60,3 +60,8 @@ def test_unknown_preset_and_bad_toml(tmp_path):
     bad.write_text("[train\nsteps = 3")
     with pytest.raises(GankitError, match="invalid TOML"):
         C.load_file(bad)
+
+
+def test_preset_inheritance():
+    base, child = C.build("seed002-mlp-mnist"), C.build("seed002-mlp-fashion")
+    assert child.data.dataset == "fashion-mnist" and child.model == base.model and child.optim == base.optim

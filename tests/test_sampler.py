@@ -13,10 +13,16 @@ def test_shuffle_covers_each_epoch_and_is_seeded():
     assert not torch.equal(torch.cat([other.next(), other.next()]), first)
 
 
-def test_batches_span_epochs():
+def test_shuffled_batches_span_epochs():
+    s = BatchSampler(7, 3, mode="shuffle")
+    got = torch.cat([s.next() for _ in range(3)])
+    assert sorted(got[:7].tolist()) == list(range(7)) and s.epoch == 1
+
+
+def test_sequential_starts_over_before_a_partial_batch():
     s = BatchSampler(7, 3, mode="sequential")
-    got = [s.next().tolist() for _ in range(3)]
-    assert got == [[0, 1, 2], [3, 4, 5], [6, 0, 1]] and s.epoch == 1
+    got = [s.next().tolist() for _ in range(4)]
+    assert got == [[0, 1, 2], [3, 4, 5], [0, 1, 2], [3, 4, 5]]  # seed 004: image 6 is never used
 
 
 def test_random_mode_draws_with_replacement():

@@ -12,11 +12,12 @@ from gankit.run import RunDir, latest_good_checkpoint, read_stats
 from gankit.sample import generate, load_generator
 from gankit.train.build import make_nets, sample_noise
 from gankit.train.loop import train
-from tests.helpers import tiny_overrides
+from tests.conftest import SHARED
+from tests.helpers import tiny_config
 
 
 def _cfg(preset="seed002-mlp-mnist", extra=(), steps=6):
-    return C.build(preset, overrides=[*tiny_overrides(steps), "data.dataset='mnist-demo'", *extra])
+    return tiny_config(preset, SHARED, steps=steps, extra=list(extra))
 
 
 def test_short_run_learns_the_data():
@@ -58,12 +59,14 @@ def test_every_preset_trains_and_checkpoints(preset, tmp_path):
     result = train(cfg, tmp_path / "run", progress=False)
     assert result.step == 6 and result.images_seen > 0
     run = result.run
-    assert (run.path / "config.toml").exists() and len(read_stats(run)) == 3
+    assert (run.path / "config.toml").exists()
+    assert [r["step"] for r in read_stats(run) if "kind" not in r] == [2, 4, 6]
     assert sorted(p.name for p in run.samples.iterdir()) == [f"step-{s:08d}.png" for s in (0, 3, 6)]
     assert C.load_file(run.config_path) == cfg
     lg = load_generator(run.path)
     images, _, _ = generate(lg, 5, seed=1)
     assert images.shape[0] == 5 and images.dtype == torch.uint8
+    assert images.shape[1:] == (lg.info.channels, lg.info.resolution, lg.info.resolution)
 
 
 def _weights(run_path):
@@ -73,15 +76,15 @@ def _weights(run_path):
 @pytest.mark.parametrize("preset", C.preset_names())
 def test_exact_resume(preset, tmp_path):
     """Stop after step 6 of 12, resume: same weights and losses as never stopping (bit for bit)."""
-    cfg = _cfg(preset, extra=["train.checkpoint_every=6", "train.log_every=3"], steps=12)
+    cfg = _cfg(preset, extra=["train.checkpoint_every=4", "train.log_every=2"], steps=8)
     straight = train(cfg, tmp_path / "a", progress=False)
-    assert straight.step == 12
-    # the interrupted run: train to 12, then lose everything after the step-6 checkpoint
+    assert straight.step == 8
+    # the interrupted run: train to 8, then lose everything after the step-4 checkpoint
     train(cfg, tmp_path / "b", progress=False)
     run_b = RunDir(tmp_path / "b")
-    shutil.rmtree(run_b.checkpoints / "step-00000012")
+    shutil.rmtree(run_b.checkpoints / "step-00000008")
     resumed = train(cfg, tmp_path / "b", resume=True, progress=False)
-    assert resumed.step == 12
+    assert resumed.step == 8
     wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
@@ -90,7 +93,7 @@ def test_exact_resume(preset, tmp_path):
 
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
     state = json.loads((latest_good_checkpoint(run_b) / "state.json").read_text())
-    assert state["step"] == 12
+    assert state["step"] == 8
 
 
 def test_existing_run_is_never_overwritten(tmp_path):
@@ -122,3 +125,26 @@ def test_divergence_stops_with_clear_message(tmp_path):
     with pytest.raises(GankitError, match="diverged at step"):
         train(cfg, tmp_path / "run", progress=False)
     assert latest_good_checkpoint(RunDir(tmp_path / "run")) is None or True
+
+
+def test_time_limit_stops_with_a_checkpoint(tmp_path):
+    result = train(_cfg(extra=["train.time_limit=0.001"], steps=1000), tmp_path / "run", progress=False)
+    assert 1 <= result.step < 1000
+    assert latest_good_checkpoint(result.run).name == f"step-{result.step:08d}"
+
+
+def test_weight_guard_stops_the_run(tmp_path):
+    with pytest.raises(GankitError, match=r"abort_weight_above"):
+        train(_cfg(extra=["train.abort_weight_above=1e-3"]), tmp_path / "run", progress=False)
+
+
+def test_schedules_change_who_trains(tmp_path):
+    """seed 000's thresholds alternate G and D phases; seed 003's pause-the-winner reports its error."""
+    res = train(_cfg("seed000-dcgan-letters", steps=8), tmp_path / "a", progress=False)
+    phases = [r["phase"] for r in read_stats(res.run) if r.get("kind") == "schedule"]
+    assert phases[:2] == ["g", "d"] and len(phases) >= 3
+    res = train(_cfg("seed003-cgan-mnist", steps=8), tmp_path / "b", progress=False)
+    recs = [r for r in read_stats(res.run) if r.get("kind") == "schedule"]
+    assert [r["step"] for r in recs] == [2, 4, 6, 8]
+    for r in recs:
+        assert r["train_g"] == (r["error"] < 0.8) and r["train_d"] == (r["error"] > 0.3)

@@ -16,7 +16,7 @@ class BatchSampler:
 
     Modes: ``shuffle`` (a fresh permutation every epoch, batches may span epochs), ``random``
     (independent draws with replacement, as ``np.random.randint`` in seeds 000-003), and
-    ``sequential`` (in order, wrapping around, as seed 004's non-shuffled batches).
+    ``sequential`` (in order, starting over before a partial batch, as seed 004's ``data[start:start+B]``).
     ``state_dict()`` / ``load_state_dict()`` make a resumed stream continue exactly.
     """
 
@@ -27,6 +27,8 @@ class BatchSampler:
             raise GankitError(f"batch size must be positive, got {batch_size}")
         if mode not in MODES:
             raise GankitError(f"unknown sampler mode {mode!r}; choose one of {', '.join(MODES)}")
+        if mode == "sequential" and batch_size > n:
+            raise GankitError(f"batch size {batch_size} is larger than the dataset ({n} images)")
         self.n, self.batch_size, self.mode = n, batch_size, mode
         self.gen = torch.Generator().manual_seed(seed)
         self.epoch = 0
@@ -42,6 +44,11 @@ class BatchSampler:
         """The next batch of indices, int64 ``[batch_size]``."""
         if self.mode == "random":
             return torch.randint(0, self.n, (self.batch_size,), generator=self.gen)
+        if self.mode == "sequential":
+            if self.pos + self.batch_size > self.n:
+                self.pos, self.epoch = 0, self.epoch + 1
+            self.pos += self.batch_size
+            return self.order[self.pos - self.batch_size : self.pos]
         chunks = []
         need = self.batch_size
         while need > 0:

@@ -14,7 +14,7 @@ from torch import nn
 
 from gankit import registry
 from gankit.errors import GankitError, did_you_mean
-from gankit.nets import mlp  # noqa: F401  (registers)
+from gankit.nets import mlp, sequential  # noqa: F401  (registers)
 
 __all__ = ["build_nets", "init_weights", "layer_table"]
 
@@ -38,12 +38,16 @@ def _build(kind: str, arch: str, params: dict[str, Any], fixed: dict[str, Any]) 
 
 def init_weights(net: nn.Module, scheme: str) -> None:
     """Re-initialise weights: ``keras`` (glorot-uniform kernels, zero biases), ``dcgan`` (N(0, 0.02)),
-    or ``torch`` (leave PyTorch's defaults). Batch-norm scales start at 1 and shifts at 0 in all."""
+    ``tf-truncated`` (seed 003: truncated normal with std 2/sqrt(number of weights), cut at 2 std), or
+    ``torch`` (leave PyTorch's defaults). Batch-norm scales start at 1 and shifts at 0 in all."""
     if scheme == "torch":
         return
     for m in net.modules():
         if isinstance(m, nn.Linear | nn.Conv2d | nn.ConvTranspose2d | nn.Embedding):
-            if scheme == "keras":
+            if scheme == "tf-truncated":
+                std = 2.0 / m.weight.numel() ** 0.5
+                nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+            elif scheme == "keras":
                 if isinstance(m, nn.Embedding):
                     nn.init.uniform_(m.weight, -0.05, 0.05)  # Keras' Embedding default
                 else:

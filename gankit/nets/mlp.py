@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from gankit.nets.layers import one_hot
 from gankit.registry import register
 
 
@@ -40,7 +41,7 @@ class MLPGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.num_classes:
-            z = torch.cat([z, nn.functional.one_hot(labels, self.num_classes).to(z.dtype)], dim=1)
+            z = torch.cat([z, one_hot(labels, self.num_classes, z.dtype)], dim=1)
         return self.net(z).view(-1, *self.image_shape)  # [N, C, H, W]
 
 
@@ -65,5 +66,5 @@ class MLPDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         h = x.flatten(1)
         if self.num_classes:
-            h = torch.cat([h, nn.functional.one_hot(labels, self.num_classes).to(h.dtype)], dim=1)
+            h = torch.cat([h, one_hot(labels, self.num_classes, h.dtype)], dim=1)
         return self.net(h).squeeze(1)  # [N] logits

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from gankit import registry
 from gankit.config import Config
@@ -19,6 +20,7 @@ from gankit.optim import Optim
 from gankit.run import (
     RunDir,
     append_stats,
+    check_free,
     create_run,
     latest_good_checkpoint,
     load_checkpoint,
@@ -30,11 +32,12 @@ from gankit.train.schedule import build_schedule
 from gankit.viz.grid import default_scale, make_grid, save_image
 
 FIXED_NOISE_OFFSET = 1_000_003  # the fixed sample grid's noise comes from seed + this
+VAL_OFFSET = 2_000_003  # and the schedule's validation batch from seed + this
 
 
 @dataclass
 class TrainResult:
-    """What a finished (or stopped) run reached."""
+    """What a finished run reached."""
 
     run: RunDir
     step: int
@@ -42,34 +45,81 @@ class TrainResult:
     last: dict[str, float]
 
 
-def fixed_inputs(cfg: Config, num_classes: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The noise (and labels: classes in turn) of the fixed sample grid, the same for the whole run."""
-    gen = torch.Generator().manual_seed(cfg.train.seed + FIXED_NOISE_OFFSET)
-    n = cfg.train.sample_grid
+def fixed_inputs(cfg: Config, n: int, num_classes: int, device: torch.device, *, offset: int = FIXED_NOISE_OFFSET,
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Noise (and labels, classes in turn) that stay the same for the whole run: sample grids, validation."""
+    gen = torch.Generator().manual_seed(cfg.train.seed + offset)
     z = sample_noise(n, cfg.model, device=torch.device("cpu"), generator=gen).to(device)
     labels = torch.arange(n, device=device) % num_classes if cfg.model.conditional else None
     return z, labels
 
 
+def _largest_weight(nets: dict[str, nn.Module]) -> tuple[float, str]:
+    best, where = 0.0, ""
+    for prefix, net in nets.items():
+        for name, p in net.named_parameters():
+            m = float(p.detach().abs().max())
+            if not m <= best:  # also catches NaN
+                best, where = m, f"{prefix}.{name}"
+    return best, where
+
+
+class _Probe:
+    """Measures D in eval mode, training nothing (see :class:`gankit.train.schedule.Probe`)."""
+
+    def __init__(self, *, G: nn.Module, D: nn.Module, objective: Objective, make_noise: Any, last_real: Any,
+                 val: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]) -> None:
+        self.G, self.D, self.objective = G, D, objective
+        self.make_noise, self.last_real, self.val_inputs = make_noise, last_real, val
+
+    def _measure(self, real: torch.Tensor, real_y: Any, z: torch.Tensor, fake_y: Any) -> dict[str, float]:
+        modes = (self.G.training, self.D.training)
+        self.G.eval()
+        self.D.eval()
+        with torch.no_grad():
+            fake = self.G(z, fake_y)
+            r, f = self.D(real, real_y), self.D(fake, fake_y)
+            out = {"d_loss_real": self.objective.d_real(r), "d_loss_fake": self.objective.d_fake(f),
+                   "g_loss": self.objective.g(f), "d_acc_real": (r > 0).float().mean(),
+                   "d_acc_fake": (f < 0).float().mean()}
+            n = min(len(r), len(f))  # D's accuracy on equal numbers of real and fake images
+            out["d_loss"] = 0.5 * (self.objective.d_real(r[:n]) + self.objective.d_fake(f[:n]))
+            out["d_acc"] = 0.5 * ((r[:n] > 0).float().mean() + (f[:n] < 0).float().mean())
+        self.G.train(modes[0])
+        self.D.train(modes[1])
+        m = {k: float(v) for k, v in out.items()}
+        m["g_acc"] = 1.0 - m["d_acc_fake"]
+        return m
+
+    def batch(self) -> dict[str, float]:
+        real, real_y = self.last_real()
+        return self._measure(real, real_y, self.make_noise(len(real)), real_y)
+
+    def val(self) -> dict[str, float]:
+        return self._measure(*self.val_inputs)
+
+
 def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = False, data_root: str | None = None,
           progress: bool = True) -> TrainResult:
     """Train ``cfg`` into run directory ``out`` (a new one, or an existing one with ``resume``)."""
-    # ---- set up: threads, device, data --------------------------------------------------------------
+    # ---- set up: threads, device, data ----------------------------------------------------------------
     t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
     device = resolve_device(t.device)
-    run = RunDir(out) if resume else create_run(out, cfg, force=force)
+    if not resume:
+        check_free(out, force=force)  # before the (slow) data load
     data = load_training_data(cfg.data, root=data_root)
+    run = RunDir(out) if resume else create_run(out, cfg, force=force)
     info = data.info
     images = data.images.to(device)  # [N, C, H, W] uint8, resident
-    labels = data.labels.to(device)
+    labels = data.labels.to(device)  # [N]
     vrange = value_range(cfg.model)
     sampler = BatchSampler(len(data), cfg.data.batch_size, mode=cfg.data.sampler, seed=t.seed)
-    conditional = cfg.model.conditional
-    ncls = info.num_classes
+    conditional, ncls = cfg.model.conditional, info.num_classes
+    g_batch = t.g_batch_size or cfg.data.batch_size
 
-    # ---- build nets, optimizers, objective, schedule ------------------------------------------------
+    # ---- build nets, optimizers, objective, schedule --------------------------------------------------
     G, D = make_nets(cfg, info)
     G.to(device).train()
     D.to(device).train()
@@ -77,11 +127,16 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
     opt_d = Optim(list(D.parameters()), cfg.optim.d, device_type=device.type)
     objective: Objective = registry.get("loss", cfg.loss.name)
     schedule = build_schedule(cfg.schedule)
-    fixed_z, fixed_y = fixed_inputs(cfg, ncls, device)
+    grid_z, grid_y = fixed_inputs(cfg, t.sample_grid, ncls, device)
+    val_size = cfg.schedule.val_size
+    val_z, val_fake_y = fixed_inputs(cfg, val_size, ncls, device, offset=VAL_OFFSET)
+    val_idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(t.seed + VAL_OFFSET))[: val_size // 2]
+    val_real = to_float(images[val_idx.to(device)], value_range=vrange)
+    val_real_y = labels[val_idx.to(device)] if conditional else None
     torch.manual_seed(t.seed)
     step, images_seen, seconds = 0, 0, 0.0
 
-    # ---- resume --------------------------------------------------------------------------------------
+    # ---- resume ------------------------------------------------------------------------------------------
     if resume:
         ckpt = latest_good_checkpoint(run)
         if ckpt is None:
@@ -101,11 +156,70 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
         if step >= t.steps:
             print(f"{run.path}: already at step {step} of {t.steps}; raise train.steps (--steps) to go on")
 
-    def make_fakes(n: int, *, train_mode: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        z = sample_noise(n, cfg.model, device=device)
-        y = sample_labels(n, ncls, device=device) if conditional else None
-        G.train(train_mode)
-        return G(z, y), y
+    # ---- the pieces of a step ------------------------------------------------------------------------------
+    current: dict[str, Any] = {}  # this step's real batch, drawn when first needed
+
+    def real_batch() -> tuple[torch.Tensor, torch.Tensor | None]:
+        if "real" not in current:
+            idx = sampler.next().to(device)
+            current["real"] = to_float(images[idx], value_range=vrange)  # [B, C, H, W]
+            current["y"] = labels[idx] if conditional else None
+        return current["real"], current["y"]
+
+    def noise(n: int) -> torch.Tensor:
+        return sample_noise(n, cfg.model, device=device)
+
+    def d_update(logs: dict[str, torch.Tensor]) -> None:
+        nonlocal images_seen
+        real, real_y = real_batch()
+        n = real.shape[0]
+        with torch.no_grad():
+            G.train(t.fakes_for_d == "train")
+            fake = G(noise(n), real_y)  # a conditional G draws the real batch's classes
+            G.train()
+        t_real = t_fake = None
+        if objective.uses_targets:
+            t_real = d_targets(n, label=cfg.loss.real_label, noise=cfg.loss.label_noise, device=device)
+            t_fake = d_targets(n, label=cfg.loss.fake_label, noise=cfg.loss.label_noise, device=device)
+        opt_d.zero_grad()
+        if cfg.loss.d_update == "separate":  # a step on the real batch, then one on the fake batch
+            real_logits = D(real, real_y)
+            loss_real = objective.d_real(real_logits, t_real)
+            loss_real.backward()
+            opt_d.step()
+            opt_d.zero_grad()
+            fake_logits = D(fake, real_y)
+            loss_fake = objective.d_fake(fake_logits, t_fake)
+            loss_fake.backward()
+        elif cfg.loss.d_update == "concat":  # one batch of both, mean loss
+            y = torch.cat([real_y, real_y]) if conditional else None
+            real_logits, fake_logits = D(torch.cat([real, fake]), y).split(n)
+            loss_real, loss_fake = objective.d_real(real_logits, t_real), objective.d_fake(fake_logits, t_fake)
+            (0.5 * (loss_real + loss_fake)).backward()
+        else:  # joint: the summed losses of two forward passes
+            real_logits, fake_logits = D(real, real_y), D(fake, real_y)
+            loss_real, loss_fake = objective.d_real(real_logits, t_real), objective.d_fake(fake_logits, t_fake)
+            (loss_real + loss_fake).backward()
+        opt_d.step()
+        images_seen += n
+        acc_real, acc_fake = (real_logits.detach() > 0).float().mean(), (fake_logits.detach() < 0).float().mean()
+        logs.update(d_loss=0.5 * (loss_real.detach() + loss_fake.detach()), d_loss_real=loss_real.detach(),
+                    d_loss_fake=loss_fake.detach(), d_acc_real=acc_real, d_acc_fake=acc_fake,
+                    d_acc=0.5 * (acc_real + acc_fake))
+
+    def g_update(logs: dict[str, torch.Tensor]) -> None:
+        D.requires_grad_(False)  # G's step must not touch D's weights
+        y = sample_labels(g_batch, ncls, device=device) if conditional else None
+        fake_logits = D(G(noise(g_batch), y), y)
+        loss_g = objective.g(fake_logits)
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+        D.requires_grad_(True)
+        logs.update(g_loss=loss_g.detach(), g_acc=(fake_logits.detach() > 0).float().mean())
+
+    probe = _Probe(G=G, D=D, objective=objective, make_noise=noise, last_real=real_batch,
+                   val=(val_real, val_real_y, val_z, val_fake_y))
 
     def checkpoint() -> None:
         weights = {**{f"G.{k}": v for k, v in G.state_dict().items()},
@@ -122,99 +236,81 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
     def snapshot() -> None:
         G.eval()
         with torch.inference_mode():
-            grid = to_uint8(G(fixed_z, fixed_y), value_range=vrange)
+            grid = to_uint8(G(grid_z, grid_y), value_range=vrange)
         G.train()
-        save_image(make_grid(grid, scale=default_scale(info.resolution)), run.samples / f"step-{step:08d}.png")
+        nrow = ncls if conditional and t.sample_grid % ncls == 0 else None  # one column per class
+        save_image(make_grid(grid, nrow=nrow, scale=default_scale(info.resolution)),
+                   run.samples / f"step-{step:08d}.png")
 
     if step == 0:
         snapshot()  # the untrained generator: the first frame of the evolution
 
-    # ---- train -------------------------------------------------------------------------------------------
+    # ---- train ---------------------------------------------------------------------------------------------
     from tqdm import tqdm
 
     bar = tqdm(total=t.steps, initial=step, disable=not progress, desc=cfg.name, unit="step", dynamic_ncols=True)
     sums: dict[str, torch.Tensor] = {}
-    count = 0
+    counts: dict[str, int] = {}
     last: dict[str, float] = {}
     tick = time.perf_counter()
+    started = time.perf_counter()
     while step < t.steps:
-        plan = schedule.plan(step, probe=lambda: {})
+        plan = schedule.plan(step)
         logs: dict[str, torch.Tensor] = {}
-
-        # ---- train D ----
-        for _ in range(plan.d_steps):
-            idx = sampler.next().to(device)
-            real = to_float(images[idx], value_range=vrange)  # [B, C, H, W]
-            real_y = labels[idx] if conditional else None
-            n = real.shape[0]
-            with torch.no_grad():
-                fake, fake_y = make_fakes(n, train_mode=t.fakes_for_d == "train")
-            G.train()
-            t_real = t_fake = None
-            if objective.uses_targets:
-                t_real = d_targets(n, label=cfg.loss.real_label, noise=cfg.loss.label_noise, device=device)
-                t_fake = d_targets(n, label=cfg.loss.fake_label, noise=cfg.loss.label_noise, device=device)
-            if cfg.loss.d_update == "separate":
-                opt_d.zero_grad()
-                real_logits = D(real, real_y)
-                loss_real = objective.d_real(real_logits, t_real)
-                loss_real.backward()
-                opt_d.step()
-                opt_d.zero_grad()
-                fake_logits = D(fake, fake_y)
-                loss_fake = objective.d_fake(fake_logits, t_fake)
-                loss_fake.backward()
-                opt_d.step()
+        current.clear()
+        for phase in ("g", "d") if plan.g_first else ("d", "g"):
+            # ---- train D ----
+            if phase == "d":
+                for _ in range(plan.d_steps):
+                    current.clear()
+                    d_update(logs)
+            # ---- train G ----
             else:
-                opt_d.zero_grad()
-                real_logits = D(real, real_y)
-                fake_logits = D(fake, fake_y)
-                loss_real = objective.d_real(real_logits, t_real)
-                loss_fake = objective.d_fake(fake_logits, t_fake)
-                (loss_real + loss_fake).backward()
-                opt_d.step()
-            images_seen += n
-            logs["d_loss"] = 0.5 * (loss_real.detach() + loss_fake.detach())
-            logs["d_loss_real"], logs["d_loss_fake"] = loss_real.detach(), loss_fake.detach()
-            logs["d_acc_real"] = (real_logits.detach() > 0).float().mean()
-            logs["d_acc_fake"] = (fake_logits.detach() < 0).float().mean()
-
-        # ---- train G ----
-        D.requires_grad_(False)  # G's step must not touch D's weights
-        for _ in range(plan.g_steps):
-            fake, fake_y = make_fakes(cfg.data.batch_size, train_mode=True)
-            loss_g = objective.g(D(fake, fake_y))
-            opt_g.zero_grad()
-            loss_g.backward()
-            opt_g.step()
-            logs["g_loss"] = loss_g.detach()
-        D.requires_grad_(True)
+                for _ in range(plan.g_steps):
+                    g_update(logs)
         step += 1
         bar.update(1)
+        report = schedule.after_step(step, logs, probe)
 
         # ---- log / snapshot / checkpoint ----
         for k, v in logs.items():
             sums[k] = sums.get(k, 0.0) + v
-        count += 1
-        if step % t.log_every == 0 or step == t.steps:
+            counts[k] = counts.get(k, 0) + 1
+        if report is not None:
+            if report.record:
+                append_stats(run, {"step": step, **report.record})
+            if report.line:
+                bar.write(report.line) if progress else print(report.line)
+        out_of_time = t.time_limit is not None and time.perf_counter() - started >= t.time_limit
+        if out_of_time:
+            bar.write(f"time limit of {t.time_limit:g} s reached at step {step}") if progress else None
+        if step % t.log_every == 0 or step == t.steps or out_of_time:
             now = time.perf_counter()
             seconds += now - tick
             tick = now
-            last = {k: float(v) / count for k, v in sums.items()}
+            last = {k: float(v) / counts[k] for k, v in sums.items()}
             bad = [k for k, v in last.items() if not math.isfinite(v)]
             if bad:
                 raise GankitError(f"training diverged at step {step}: {', '.join(f'{k}={last[k]}' for k in bad)}; "
                                   f"the last checkpoint in {run.checkpoints} is intact")
+            if t.abort_weight_above is not None:
+                biggest, where = _largest_weight({"G": G, "D": D})
+                if not biggest <= t.abort_weight_above:
+                    raise GankitError(f"training stopped at step {step}: |{where}| reached {biggest:.3g}, above "
+                                      f"train.abort_weight_above = {t.abort_weight_above:g}; the last checkpoint "
+                                      f"in {run.checkpoints} is intact")
             append_stats(run, {"step": step, "kimg": images_seen / 1000, "seconds": round(seconds, 3), **last,
                                "lr_g": opt_g.lr, "lr_d": opt_d.lr})
-            bar.set_postfix(d=f"{last.get('d_loss', 0):.3f}", g=f"{last.get('g_loss', 0):.3f}",
-                            acc_r=f"{last.get('d_acc_real', 0):.2f}", acc_f=f"{last.get('d_acc_fake', 0):.2f}")
-            sums, count = {}, 0
-        if step % t.sample_every == 0 or step == t.steps:
+            bar.set_postfix({k: f"{last[k]:.3f}" for k in ("d_loss", "g_loss", "d_acc_real", "d_acc_fake")
+                             if k in last})
+            sums, counts = {}, {}
+        if step % t.sample_every == 0 or step == t.steps or out_of_time:
             snapshot()
-        if step % t.checkpoint_every == 0 or step == t.steps:
+        if step % t.checkpoint_every == 0 or step == t.steps or out_of_time:
             seconds += time.perf_counter() - tick
             tick = time.perf_counter()
             checkpoint()
+        if out_of_time:
+            break
     bar.close()
     return TrainResult(run=run, step=step, images_seen=images_seen, last=last)

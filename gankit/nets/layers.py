@@ -1,0 +1,102 @@
+"""Layers the seed systems need beyond PyTorch's: TensorFlow's "same" padding, reshape, label injection.
+
+TensorFlow pads "same" convolutions asymmetrically when the total padding is odd (the extra
+row/column goes at the bottom/right); PyTorch's symmetric ``padding=`` shifts such outputs by one
+pixel. These modules reproduce TensorFlow's alignment exactly with the same parameters.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class Conv2dSame(nn.Conv2d):
+    """``Conv2d`` with TensorFlow's ``padding='same'`` (output = ceil(input / stride))."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> None:
+        super().__init__(in_ch, out_ch, kernel, stride=stride, padding=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, s = self.kernel_size[0], self.stride[0]
+        top, bottom = _same_pads(x.shape[-2], k, s)
+        left, right = _same_pads(x.shape[-1], k, s)
+        if top == bottom and left == right:
+            return F.conv2d(x, self.weight, self.bias, s, (top, left))
+        return super().forward(F.pad(x, (left, right, top, bottom)))
+
+
+class ConvTranspose2dSame(nn.ConvTranspose2d):
+    """``ConvTranspose2d`` with TensorFlow's ``padding='same'`` (output = input * stride).
+
+    TensorFlow crops the full transposed output like the padding of the matching forward
+    convolution: the smaller half at the top/left.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> None:
+        super().__init__(in_ch, out_ch, kernel, stride=stride, padding=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.stride[0]
+        h, w = x.shape[-2] * s, x.shape[-1] * s
+        full = super().forward(x)  # [N, C, (h0-1)*s + k, ...]
+        top = (full.shape[-2] - h) // 2
+        left = (full.shape[-1] - w) // 2
+        return full[..., top : top + h, left : left + w]
+
+
+class Reshape(nn.Module):
+    """Reshape each sample to ``shape`` (Keras' ``Reshape`` in channel-first order)."""
+
+    def __init__(self, *shape: int) -> None:
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *self.shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"
+
+
+class StretchedSigmoid(nn.Module):
+    """``clip(sigmoid(x) * scale + shift, 0, 1)``: seed 003's generator output."""
+
+    def __init__(self, scale: float = 1.2, shift: float = -0.1) -> None:
+        super().__init__()
+        self.scale, self.shift = scale, shift
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(torch.sigmoid(x) * self.scale + self.shift, 0.0, 1.0)
+
+
+def one_hot(labels: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
+    """Class indices ``[N]`` to one-hot ``[N, K]``; float ``[N, K]`` label mixtures pass through.
+
+    Mixtures (e.g. 0.3 x "7" + 0.7 x "9") are how seed 003 interpolates between classes.
+    """
+    if labels.dtype in (torch.int64, torch.int32):
+        return F.one_hot(labels.long(), num_classes).to(dtype)
+    return labels.to(dtype)
+
+
+class LabelConcat(nn.Module):
+    """Marks where a one-hot class label joins the (flat) features; the net feeds it the labels."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if labels is None:
+            raise ValueError("this conditional network needs class labels")
+        return torch.cat([x, one_hot(labels, self.num_classes, x.dtype)], dim=1)
