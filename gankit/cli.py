@@ -262,5 +262,78 @@ def data_show(name: str, out: str, n: int, split: str, seed: int, data_root: str
     click.echo(f"wrote {len(idx)} images of {ds.info.name} to {path}")
 
 
+# ---- eval ----------------------------------------------------------------------------------------------------------
+
+@main.command("eval")
+@click.argument("run_dir", type=click.Path(file_okay=False), required=False)
+@click.option("--metrics", default="dfid,kid,pr,classes", show_default=True,
+              help="comma-separated: dfid, kid, pr, dc, classes, cond-acc, modes")
+@click.option("--n", "n", type=int, default=10_000, show_default=True, help="samples (and real images)")
+@click.option("--against", type=click.Choice(["train", "test"]), default="test", show_default=True)
+@click.option("--real", "real_dataset", help="score a dataset's train split against its test split (the floor)")
+@click.option("--checkpoint", help="a checkpoint folder name (default: the latest good one)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--data-root", type=click.Path(file_okay=False))
+def eval_(run_dir: str | None, metrics: str, n: int, against: str, real_dataset: str | None, checkpoint: str | None,
+          seed: int, data_root: str | None) -> None:
+    """Quality metrics of a run's generator (a table, and JSON in RUN/eval/)."""
+    from gankit.evaluate import evaluate_real, evaluate_run, format_table
+
+    names = tuple(m.strip() for m in metrics.split(",") if m.strip())
+    if n <= 1:
+        raise GankitError(f"--n must be at least 2, got {n}")
+    if real_dataset:
+        result = evaluate_real(real_dataset, metrics=names, n=n, root=data_root)
+    elif run_dir:
+        result = evaluate_run(run_dir, metrics=names, n=n, against=against, root=data_root, seed=seed,
+                              checkpoint=checkpoint)
+    else:
+        raise GankitError("give a run directory, or --real DATASET for the real-vs-real floor")
+    click.echo(format_table(result))
+
+
+# ---- evaluators ------------------------------------------------------------------------------------------------
+
+@main.group()
+def evaluator() -> None:
+    """Domain evaluators: the classifiers whose features the quality metrics use."""
+
+
+@evaluator.command("train")
+@click.argument("name")
+@click.option("--epochs", type=int, default=8, show_default=True)
+@click.option("--width", type=int, default=32, show_default=True, help="channels of the first stage")
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), help="folder (default: the package's evaluators/)")
+@click.option("--data-root", type=click.Path(file_okay=False))
+def evaluator_train(name: str, epochs: int, width: int, lr: float, seed: int, out: str | None,
+                    data_root: str | None) -> None:
+    """Train the evaluator for a dataset family and save it with its test accuracy (a long job)."""
+    from gankit.metrics.evaluator import train_evaluator
+
+    meta = train_evaluator(name, root=data_root, epochs=epochs, width=width, lr=lr, seed=seed,
+                           out=Path(out) if out else None, log=click.echo)
+    verdict = "meets" if meta["test_accuracy"] >= meta["target_accuracy"] else "is below"
+    click.echo(f"{name}: test accuracy {meta['test_accuracy']:.4f} {verdict} the target {meta['target_accuracy']}")
+
+
+@evaluator.command("list")
+def evaluator_list() -> None:
+    """The evaluators and their recorded test accuracy."""
+    import json
+
+    from gankit.metrics.evaluator import FAMILIES, evaluator_dir
+
+    for name in FAMILIES:
+        meta_path = evaluator_dir() / f"{name}.json"
+        if meta_path.exists():
+            m = json.loads(meta_path.read_text())
+            click.echo(f"{name:<16} test accuracy {m['test_accuracy']:.4f} (target {m['target_accuracy']}), "
+                       f"{m['epochs']} epochs, width {m['width']}")
+        else:
+            click.echo(f"{name:<16} not trained: gankit evaluator train {name}")
+
+
 if __name__ == "__main__":
     main()

@@ -120,6 +120,8 @@ class TrainConfig:
     g_batch_size: int | None = None  # noise vectors per G update (default: data.batch_size)
     abort_weight_above: float | None = None  # stop when any weight's magnitude exceeds this (seed 003)
     time_limit: float | None = None  # stop (with a checkpoint) after this many seconds of training
+    eval_every: int | None = None  # measure dFID against the test split every N steps; keep the best checkpoint
+    eval_n: int = 2000  # samples (and test images) for that measurement
     log_every: int = 50
     sample_every: int = 500
     sample_grid: int = 64  # images in the fixed-noise grid
@@ -392,6 +394,8 @@ def validate(cfg: Config) -> Config:
     _check(t.g_batch_size is None or t.g_batch_size > 0, f"train.g_batch_size must be positive, got {t.g_batch_size}")
     _check(t.abort_weight_above is None or t.abort_weight_above > 0, "train.abort_weight_above must be positive")
     _check(t.time_limit is None or t.time_limit > 0, "train.time_limit must be positive")
+    _check(t.eval_every is None or t.eval_every > 0, "train.eval_every must be positive")
+    _check(t.eval_n >= 2, f"train.eval_n must be at least 2, got {t.eval_n}")
     for key in ("log_every", "sample_every", "sample_grid", "checkpoint_every", "keep_checkpoints"):
         _check(getattr(t, key) > 0, f"train.{key} must be positive, got {getattr(t, key)}")
     return cfg

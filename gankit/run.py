@@ -163,9 +163,14 @@ def _fsync(path: Path) -> None:
 
 
 def save_checkpoint(run: RunDir, *, step: int, weights: dict[str, torch.Tensor], state: dict[str, Any],
-                    keep: int) -> Path:
-    """Write checkpoint ``step`` atomically, point ``latest`` at it, keep the newest ``keep``."""
-    name = f"step-{step:08d}"
+                    keep: int, name: str | None = None) -> Path:
+    """Write checkpoint ``step`` atomically, point ``latest`` at it, keep the newest ``keep``.
+
+    With ``name`` (e.g. ``best``) the checkpoint goes into that folder instead, outside the rotation,
+    and ``latest`` is left alone.
+    """
+    special = name is not None
+    name = name or f"step-{step:08d}"
     final = run.checkpoints / name
     tmp = run.checkpoints / f".{name}.tmp"
     if tmp.exists():
@@ -190,6 +195,8 @@ def save_checkpoint(run: RunDir, *, step: int, weights: dict[str, torch.Tensor],
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if special:
+        return final
     atomic_write_bytes(run.checkpoints / "latest", name.encode())
     for old in list_checkpoints(run)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)

@@ -133,6 +133,12 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
     val_idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(t.seed + VAL_OFFSET))[: val_size // 2]
     val_real = to_float(images[val_idx.to(device)], value_range=vrange)
     val_real_y = labels[val_idx.to(device)] if conditional else None
+    evaluate = None
+    if t.eval_every:
+        from gankit.evaluate import generator_dfid
+
+        evaluate = generator_dfid(cfg, info, n=t.eval_n, root=data_root or cfg.data.root, device=device)
+    best: dict[str, float] = {}
     torch.manual_seed(t.seed)
     step, images_seen, seconds = 0, 0, 0.0
 
@@ -152,6 +158,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
         if device.type == "cuda" and state["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         step, images_seen, seconds = state["step"], state["images_seen"], state["seconds"]
+        best = state.get("best", {})
         truncate_stats(run, step)
         if step >= t.steps:
             print(f"{run.path}: already at step {step} of {t.steps}; raise train.steps (--steps) to go on")
@@ -221,7 +228,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
     probe = _Probe(G=G, D=D, objective=objective, make_noise=noise, last_real=real_batch,
                    val=(val_real, val_real_y, val_z, val_fake_y))
 
-    def checkpoint() -> None:
+    def checkpoint(name: str | None = None) -> None:
         weights = {**{f"G.{k}": v for k, v in G.state_dict().items()},
                    **{f"D.{k}": v for k, v in D.state_dict().items()}}
         rng: dict[str, Any] = {"torch": torch.get_rng_state()}
@@ -229,9 +236,10 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
             rng["cuda"] = torch.cuda.get_rng_state_all()
         state = {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "sampler": sampler.state_dict(),
                  "schedule": schedule.state_dict(), "rng": rng, "images_seen": images_seen, "seconds": seconds,
+                 "best": best,
                  "data_info": {"name": info.name, "resolution": info.resolution, "channels": info.channels,
                                "class_names": list(info.class_names)}}
-        save_checkpoint(run, step=step, weights=weights, state=state, keep=t.keep_checkpoints)
+        save_checkpoint(run, step=step, weights=weights, state=state, keep=t.keep_checkpoints, name=name)
 
     def snapshot() -> None:
         G.eval()
@@ -304,6 +312,14 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
             bar.set_postfix({k: f"{last[k]:.3f}" for k in ("d_loss", "g_loss", "d_acc_real", "d_acc_fake")
                              if k in last})
             sums, counts = {}, {}
+        if evaluate is not None and (step % t.eval_every == 0 or step == t.steps):
+            key, value = evaluate(G)
+            append_stats(run, {"step": step, "kind": "eval", key: value})
+            if value < best.get("value", math.inf):
+                best = {"step": step, "metric": key, "value": value}
+                checkpoint("best")  # outside the keep-last-N rotation
+            bar.write(f"step {step}: {key} {value:.3f} (best {best['value']:.3f} at step {best['step']})") \
+                if progress else None
         if step % t.sample_every == 0 or step == t.steps or out_of_time:
             snapshot()
         if step % t.checkpoint_every == 0 or step == t.steps or out_of_time:

@@ -1,0 +1,217 @@
+"""`gankit eval`: quality metrics of a run's generator against real data, with cached references.
+
+Metric names say their protocol: ``dfid10k-test`` is the Fréchet distance in the domain
+evaluator's feature space between 10,000 samples and (up to) 10,000 test images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gankit.data import Dataset, load_dataset
+from gankit.data.files import atomic_write_bytes, cache_dir
+from gankit.errors import GankitError
+from gankit.metrics.classes import (
+    class_histogram,
+    classes_covered,
+    conditional_accuracy,
+    inception_score,
+    kl_divergence,
+)
+from gankit.metrics.evaluator import Evaluator, family_of, load_evaluator
+from gankit.metrics.fid import fid
+from gankit.metrics.kid import kid
+from gankit.metrics.modes import stacked_modes
+from gankit.metrics.prdc import prdc
+
+METRICS = ("dfid", "kid", "pr", "dc", "classes", "cond-acc", "modes")
+DEFAULT_METRICS = ("dfid", "kid", "pr", "classes")
+MODES_N = 26_000  # the VEEGAN / PacGAN protocol
+
+
+def _tag(n: int) -> str:
+    return f"{n // 1000}k" if n % 1000 == 0 and n >= 1000 else str(n)
+
+
+def real_reference(ev: Evaluator, dataset: str, *, split: str, n: int, root: str | None) -> dict[str, torch.Tensor]:
+    """Evaluator features, probabilities and labels of the first ``n`` real images, cached under a
+    hash of the evaluator's weights, the dataset's files, the split and n."""
+    ds = load_dataset(dataset, root=root, split=split)
+    n = min(n, len(ds))
+    stamps = []
+    for f in ds.files:
+        p = Path(f.split(":")[0])
+        st = p.stat() if p.exists() else None
+        stamps.append((str(p.resolve()) if st else f, st.st_size if st else 0, st.st_mtime_ns if st else 0))
+    key = json.dumps([ev.sha256, dataset, split, n, stamps])
+    path = cache_dir() / "refstats" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.npz"
+    try:
+        with np.load(path) as z:
+            return {k: torch.from_numpy(z[k]) for k in ("features", "probs", "labels")}
+    except (OSError, ValueError, KeyError):
+        pass
+    images, labels = _channels_for(ev, ds.subset(torch.arange(n)))
+    feats, probs = ev(images)
+    ref = {"features": feats, "probs": probs, "labels": labels}
+    buf = io.BytesIO()
+    np.savez(buf, **{k: v.numpy() for k, v in ref.items()})
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError:
+        pass
+    return ref
+
+
+def _channels_for(ev: Evaluator, ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stacked MNIST is judged channel by channel by the MNIST evaluator: [N, 3, H, W] -> [3N, 1, H, W]."""
+    if ds.images.shape[1] != ev.meta["channels"]:
+        if ev.meta["channels"] == 1:
+            return ds.images.reshape(-1, 1, *ds.images.shape[2:]), ds.labels
+        raise GankitError(f"evaluator {ev.name} takes {ev.meta['channels']}-channel images")
+    return ds.images, ds.labels
+
+
+def compute_metrics(ev: Evaluator, ref: dict[str, torch.Tensor], fake: torch.Tensor, *, metrics: tuple[str, ...],
+                    against: str, requested: torch.Tensor | None = None, kid_subsets: int = 100) -> dict[str, Any]:
+    """The requested metrics of uint8 samples ``fake`` against a real reference."""
+    feats, probs = ev(fake)
+    out: dict[str, Any] = {}
+    n, tag = len(fake), f"{_tag(len(fake))}-{against}"
+    k = ev.num_classes
+    if "dfid" in metrics:
+        out[f"dfid{tag}"] = fid(feats, ref["features"])
+    if "kid" in metrics:
+        mean, std = kid(feats.numpy(), ref["features"].numpy(), subsets=kid_subsets, subset_size=min(1000, n))
+        out[f"kid{tag}"], out[f"kid{tag}_std"] = mean, std
+    if "pr" in metrics or "dc" in metrics:
+        m = prdc(ref["features"], feats, k_pr=3, k_dc=5)
+        keys = [k for group, ks in (("pr", ("precision", "recall")), ("dc", ("density", "coverage")))
+                if group in metrics for k in ks]
+        out.update({key: m[key] for key in keys})
+    if "classes" in metrics:
+        pred = probs.argmax(1)
+        real_hist = class_histogram(ref["probs"].argmax(1), k)
+        out["is"], out["is_std"] = inception_score(probs)
+        out["class_kl"] = kl_divergence(class_histogram(pred, k), real_hist)
+        # a class counts as covered when it gets at least a tenth of its real share
+        share = class_histogram(pred, k)
+        out["classes_covered"] = int(((share >= 0.1 * real_hist) & (real_hist > 0)).sum())
+        out["classes_real"] = int((real_hist > 0).sum())
+        out["class_histogram"] = [round(float(v), 5) for v in share]
+    if "cond-acc" in metrics:
+        if requested is None:
+            raise GankitError("cond-acc needs a conditional generator")
+        acc, per = conditional_accuracy(probs.argmax(1), requested, k)
+        out["cond_acc"], out["cond_acc_per_class"] = acc, per
+        out["cond_classes_covered"] = classes_covered(probs.argmax(1), k)
+    return out
+
+
+def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METRICS, n: int = 10_000,
+                 against: str = "test", root: str | None = None, seed: int = 0, checkpoint: str | None = None,
+                 ) -> dict[str, Any]:
+    """Evaluate a run's generator (EMA when present) and write the result into the run directory."""
+    from gankit.sample import generate, load_generator
+
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        from gankit.errors import did_you_mean
+
+        raise GankitError(f"unknown metric {unknown[0]!r}{did_you_mean(unknown[0], METRICS)}; "
+                          f"choose from {', '.join(METRICS)}")
+    if against not in ("train", "test"):
+        raise GankitError(f"--against must be train or test, got {against!r}")
+    t0 = time.perf_counter()
+    lg = load_generator(run_dir, checkpoint=checkpoint)
+    dataset = lg.cfg.data.dataset
+    fam = family_of(dataset)
+    ev = load_evaluator(fam)
+    result: dict[str, Any] = {"run": str(run_dir), "step": lg.step, "evaluator": fam,
+                              "evaluator_sha256": ev.sha256, "against": against, "n": n, "seed": seed}
+    if set(metrics) - {"modes"}:
+        ref = real_reference(ev, dataset, split=against, n=n, root=root or lg.cfg.data.root)
+        labels = None
+        if lg.cfg.model.conditional:
+            labels = torch.arange(n) % lg.info.num_classes
+        fake, requested, _ = generate(lg, n, seed=seed, labels=labels)
+        if dataset.split(":")[0] == "stacked-mnist":
+            fake = fake.reshape(-1, 1, *fake.shape[2:])
+        result.update(compute_metrics(ev, ref, fake, metrics=tuple(m for m in metrics if m != "modes"),
+                                      against=against, requested=requested if lg.cfg.model.conditional else None))
+    if "modes" in metrics:
+        if lg.info.channels != 3 or fam != "mnist":
+            raise GankitError("the modes metric is for Stacked MNIST generators")
+        fake, _, _ = generate(lg, MODES_N, seed=seed)
+        _, probs = ev(fake.reshape(-1, 1, *fake.shape[2:]))
+        result["modes"], result["modes_kl"] = stacked_modes(probs.argmax(1).reshape(-1, 3))
+    result["seconds"] = round(time.perf_counter() - t0, 2)
+    out = Path(run_dir) / "eval"
+    out.mkdir(exist_ok=True)
+    atomic_write_bytes(out / f"step-{lg.step:08d}-{against}-{_tag(n)}.json", json.dumps(result, indent=1).encode())
+    with open(Path(run_dir) / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps({k: v for k, v in result.items() if not isinstance(v, list)}) + "\n")
+    return result
+
+
+def evaluate_real(dataset: str, *, metrics: tuple[str, ...] = DEFAULT_METRICS, n: int = 10_000,
+                  root: str | None = None) -> dict[str, Any]:
+    """The floor: the train split's first n images scored against the test split, as if generated."""
+    t0 = time.perf_counter()
+    ev = load_evaluator(family_of(dataset))
+    ref = real_reference(ev, dataset, split="test", n=n, root=root)
+    ds = load_dataset(dataset, root=root, split="train")
+    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[: min(n, len(ds))]
+    images, labels = _channels_for(ev, ds.subset(idx))
+    ok = tuple(m for m in metrics if m not in ("modes", "cond-acc"))
+    result = {"dataset": dataset, "evaluator": ev.name, "n": len(images)}
+    result.update(compute_metrics(ev, ref, images, metrics=ok, against="test"))
+    if "cond-acc" in metrics:
+        _, probs = ev(images)
+        result["cond_acc"] = float((probs.argmax(1) == labels).double().mean())
+    result["seconds"] = round(time.perf_counter() - t0, 2)
+    return result
+
+
+def generator_dfid(cfg: Any, info: Any, *, n: int, root: str | None, device: torch.device) -> Any:
+    """A function G -> ("dfid{n}-test", value) for use during training: the evaluator and the real
+    reference are loaded once, and the same fixed noise is used at every call (less noise in the curve)."""
+    from gankit.data import to_uint8
+    from gankit.train.build import sample_labels, sample_noise, value_range
+
+    ev = load_evaluator(family_of(cfg.data.dataset))
+    ref = real_reference(ev, cfg.data.dataset, split="test", n=n, root=root)
+    gen = torch.Generator().manual_seed(cfg.train.seed + 3_000_017)
+    z = sample_noise(n, cfg.model, device=torch.device("cpu"), generator=gen)
+    y = sample_labels(n, info.num_classes, device=torch.device("cpu"), generator=gen) if cfg.model.conditional else None
+    key = f"dfid{_tag(n)}-test"
+
+    def measure(G: torch.nn.Module) -> tuple[str, float]:
+        was = G.training
+        G.eval()
+        out = []
+        with torch.inference_mode():
+            for i in range(0, n, 500):
+                yb = y[i : i + 500].to(device) if y is not None else None
+                out.append(to_uint8(G(z[i : i + 500].to(device), yb), value_range=value_range(cfg.model)).cpu())
+        G.train(was)
+        fake = torch.cat(out)
+        if fake.shape[1] != ev.meta["channels"]:
+            fake = fake.reshape(-1, 1, *fake.shape[2:])
+        return key, fid(ev(fake)[0], ref["features"])
+
+    return measure
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The scalar results as an aligned two-column table."""
+    rows = [(k, v) for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}" for k, v in rows)

@@ -1,0 +1,1 @@
+"""Trained domain evaluators (safetensors + JSON), made by `gankit evaluator train NAME`."""
