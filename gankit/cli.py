@@ -67,7 +67,7 @@ def train(preset: str | None, config_file: str | None, steps: int | None, out: s
         run_cfg = Path(resume) / "config.toml"
         if not run_cfg.exists():
             raise GankitError(f"{resume} is not a gankit run directory (no config.toml)")
-        data = C.parse_toml(run_cfg.read_text(), source=str(run_cfg))
+        data = C.read_toml(run_cfg)
         cfg = C.validate(C.from_dict(C.Config, C.apply_overrides(data, sets), where=""))
         if sets:
             from gankit.data.files import atomic_write_bytes

@@ -254,14 +254,19 @@ def dumps(config: Config) -> str:
     return tomli_w.dumps(to_dict(config))
 
 
-def load_file(path: str | Path) -> Config:
-    """A config from a TOML file (a run's ``config.toml`` or the user's own)."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The tables of a TOML file, with clear errors for a missing or malformed file."""
     path = Path(path)
     try:
         text = path.read_text()
-    except OSError as exc:
-        raise GankitError(f"{path}: cannot read config: {exc.strerror or exc}") from None
-    return validate(from_dict(Config, parse_toml(text, source=str(path)), where=""))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GankitError(f"{path}: cannot read config: {getattr(exc, 'strerror', None) or exc}") from None
+    return parse_toml(text, source=str(path))
+
+
+def load_file(path: str | Path) -> Config:
+    """A config from a TOML file (a run's ``config.toml`` or the user's own)."""
+    return validate(from_dict(Config, read_toml(path), where=""))
 
 
 def preset_names() -> list[str]:
@@ -319,7 +324,7 @@ def build(preset: str | None = None, *, overrides: list[str] = (), file: str | P
     if preset and file:
         raise GankitError("give a preset or a config file, not both")
     if file:
-        data = parse_toml(Path(file).read_text(), source=str(file))
+        data = read_toml(file)
     elif preset:
         data = preset_dict(preset)
         data.setdefault("name", preset)

@@ -79,6 +79,11 @@ def test_conditional_sampling(tmp_path):
         (["sample", "/nonexistent/run"], "not a gankit run directory"),
         (["data", "check", "mnist", "--data-root", "/nonexistent"], "not found in /nonexistent/mnist"),
         (["list", "lossez"], "did you mean 'losses'"),
+        (["train", "--config", "/nonexistent.toml"], "cannot read config"),
+        (["train", "--resume", "/nonexistent/run"], "not a gankit run directory"),
+        (["eval", "/nonexistent/run"], "not a gankit run directory"),
+        (["eval", "--real", "folder:/x"], "no domain evaluator"),
+        (["sample", "/nonexistent/run", "--n", "0"], "not a gankit run directory"),
     ],
 )
 def test_errors_are_one_clear_line(args, message):

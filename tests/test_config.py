@@ -65,3 +65,12 @@ def test_unknown_preset_and_bad_toml(tmp_path):
 def test_preset_inheritance():
     base, child = C.build("seed002-mlp-mnist"), C.build("seed002-mlp-fashion")
     assert child.data.dataset == "fashion-mnist" and child.model == base.model and child.optim == base.optim
+
+
+def test_config_file_round_trip(tmp_path):
+    cfg = C.build("seed003-cgan-mnist", overrides=["train.steps=7"])
+    path = tmp_path / "mine.toml"
+    path.write_text(C.dumps(cfg))
+    assert C.build(file=path) == cfg
+    with pytest.raises(GankitError, match="not both"):
+        C.build("seed002-mlp-mnist", file=path)
