@@ -47,9 +47,10 @@ def main() -> None:
                "seconds_per_step": round(wall / max(res.step, 1), 4), "last": stats[-1] if stats else {},
                "grid": str(grids[-1]) if grids else None, "overrides": sets}
         results.append(row)
+        last = row["last"]
         print(f"{name:<24} {res.step:>8} steps {wall:>8.0f} s  {row['seconds_per_step']:.3f} s/step  "
-              f"d_loss {row['last'].get('d_loss', float('nan')):.3f}  g_loss {row['last'].get('g_loss', float('nan')):.3f}"
-              f"  grid {row['grid']}", flush=True)
+              f"d_loss {last.get('d_loss', float('nan')):.3f}  g_loss {last.get('g_loss', float('nan')):.3f}  "
+              f"grid {row['grid']}", flush=True)
     (out / "summary.json").write_text(json.dumps(results, indent=1))
 
 
