@@ -97,3 +97,17 @@ def test_training_tracks_dfid_and_keeps_the_best(tiny_evaluator, monkeypatch, tm
     assert state["step"] == best["step"] and state["best"]["value"] == best["dfid200-test"]
     lg = __import__("gankit.sample", fromlist=["load_generator"]).load_generator(res.run.path, checkpoint="best")
     assert lg.step == best["step"]
+
+
+def test_stacked_mnist_modes_through_eval(shared_data, tmp_path):
+    """A Stacked MNIST generator is judged channel by channel by the shipped MNIST evaluator."""
+    try:
+        load_evaluator("mnist")
+    except GankitError:
+        pytest.skip("the MNIST evaluator is not trained")
+    cfg = C.build("seed002-mlp-mnist", overrides=[*tiny_overrides(2), "data.dataset='stacked-mnist'",
+                                                  f"data.root='{shared_data}'", "data.stacked_size=500"])
+    train(cfg, tmp_path / "s", progress=False)
+    res = evaluate_run(tmp_path / "s", metrics=("modes", "dfid"), n=300, modes_n=300)
+    assert 1 <= res["modes"] <= 300 and res["modes_kl"] > 0 and res["modes_n"] == 300
+    assert res["dfid300-test"] > 0  # three digits per sample, judged as 900 single digits
