@@ -27,13 +27,17 @@ def test_dry_run_prints_config_and_layer_tables():
     assert "discriminator (mlp): 533,505 params" in r.output
 
 
+def train_tiny(preset, out, steps):
+    """`gankit train` of ``preset`` for a few steps on the embedded demo set."""
+    sets = [a for o in tiny_overrides(steps) for a in ("--set", o)]
+    r = run("train", "--preset", preset, "--set", "data.dataset=mnist-demo", *sets, "--out", out, "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert f"step {steps}" in r.output
+
+
 def test_train_then_sample(tmp_path):
     out = tmp_path / "run"
-    sets = [a for o in tiny_overrides(6) for a in ("--set", o)]
-    r = run("train", "--preset", "seed002-mlp-mnist", "--set", "data.dataset=mnist-demo", *sets, "--out", out,
-            "--no-progress")
-    assert r.exit_code == 0, r.output
-    assert "step 6" in r.output
+    train_tiny("seed002-mlp-mnist", out, 6)
     r = run("sample", out, "--n", "10", "--out", tmp_path / "g.png", "--seed", "3")
     assert r.exit_code == 0, r.output
     img = Image.open(tmp_path / "g.png")
@@ -54,10 +58,7 @@ def test_train_then_sample(tmp_path):
 
 def test_conditional_sampling(tmp_path):
     out = tmp_path / "run"
-    sets = [a for o in tiny_overrides(4) for a in ("--set", o)]
-    r = run("train", "--preset", "seed003-cgan-mnist", "--set", "data.dataset=mnist-demo", *sets, "--out", out,
-            "--no-progress")
-    assert r.exit_code == 0, r.output
+    train_tiny("seed003-cgan-mnist", out, 4)
     r = run("sample", out, "--per-class", "3", "--out", tmp_path / "grid.npz")
     assert r.exit_code == 0, r.output
     z = np.load(tmp_path / "grid.npz")
