@@ -267,7 +267,7 @@ def data_show(name: str, out: str, n: int, split: str, seed: int, data_root: str
 @main.command("eval")
 @click.argument("run_dir", type=click.Path(file_okay=False), required=False)
 @click.option("--metrics", default="dfid,kid,pr,classes", show_default=True,
-              help="comma-separated: dfid, kid, pr, dc, classes, cond-acc, modes")
+              help="comma-separated: dfid, fid (Inception; slow on a CPU), kid, pr, dc, classes, cond-acc, modes")
 @click.option("--n", "n", type=int, default=10_000, show_default=True, help="samples (and real images)")
 @click.option("--against", type=click.Choice(["train", "test"]), default="test", show_default=True)
 @click.option("--real", "real_dataset", help="score a dataset's train split against its test split (the floor)")

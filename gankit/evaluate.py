@@ -32,7 +32,7 @@ from gankit.metrics.kid import kid
 from gankit.metrics.modes import stacked_modes
 from gankit.metrics.prdc import prdc
 
-METRICS = ("dfid", "kid", "pr", "dc", "classes", "cond-acc", "modes")
+METRICS = ("dfid", "fid", "kid", "pr", "dc", "classes", "cond-acc", "modes")
 DEFAULT_METRICS = ("dfid", "kid", "pr", "classes")
 MODES_N = 26_000  # the VEEGAN / PacGAN protocol
 
@@ -68,6 +68,30 @@ def real_reference(ev: Evaluator, dataset: str, *, split: str, n: int, root: str
     except OSError:
         pass
     return ref
+
+
+def inception_reference(dataset: str, *, split: str, n: int, root: str | None) -> tuple[Any, torch.Tensor]:
+    """(Inception extractor, Inception features of the first ``n`` real images), cached like the evaluator's."""
+    from gankit.metrics.inception import InceptionFeatures
+
+    inc = InceptionFeatures()
+    ds = load_dataset(dataset, root=root, split=split)
+    n = min(n, len(ds))
+    key = json.dumps(["inception", inc.sha1, dataset, split, n, ds.files])
+    path = cache_dir() / "refstats" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.npz"
+    try:
+        with np.load(path) as z:
+            return inc, torch.from_numpy(z["features"])
+    except (OSError, ValueError, KeyError):
+        pass
+    feats = inc(ds.images[:n])
+    buf = io.BytesIO()
+    np.savez(buf, features=feats.numpy())
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError:
+        pass
+    return inc, feats
 
 
 def _channels_for(ev: Evaluator, ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,7 +167,12 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METR
     ev = load_evaluator(fam)
     result: dict[str, Any] = {"run": str(run_dir), "step": lg.step, "evaluator": fam,
                               "evaluator_sha256": ev.sha256, "against": against, "n": n, "seed": seed}
-    if set(metrics) - {"modes"}:
+    if "fid" in metrics:
+        inc, inc_ref = inception_reference(dataset, split=against, n=n, root=root or lg.cfg.data.root)
+        fake, _, _ = generate(lg, n, seed=seed)
+        result[f"fid{_tag(n)}-{against}"] = fid(inc(fake), inc_ref)
+        result["inception_seconds"] = round(inc.seconds, 1)
+    if set(metrics) - {"modes", "fid"}:
         ref = real_reference(ev, dataset, split=against, n=n, root=root or lg.cfg.data.root)
         labels = None
         if lg.cfg.model.conditional:
@@ -151,7 +180,7 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METR
         fake, requested, _ = generate(lg, n, seed=seed, labels=labels)
         if dataset.split(":")[0] == "stacked-mnist":
             fake = fake.reshape(-1, 1, *fake.shape[2:])
-        result.update(compute_metrics(ev, ref, fake, metrics=tuple(m for m in metrics if m != "modes"),
+        result.update(compute_metrics(ev, ref, fake, metrics=tuple(m for m in metrics if m not in ("modes", "fid")),
                                       against=against, requested=requested if lg.cfg.model.conditional else None,
                                       samples=n))
     if "modes" in metrics:
@@ -179,12 +208,15 @@ def evaluate_real(dataset: str, *, metrics: tuple[str, ...] = DEFAULT_METRICS, n
     ds = load_dataset(dataset, root=root, split="train")
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[: min(n, len(ds))]
     images, labels = _channels_for(ev, ds.subset(idx))
-    ok = tuple(m for m in metrics if m not in ("modes", "cond-acc"))
+    ok = tuple(m for m in metrics if m not in ("modes", "cond-acc", "fid"))
     result = {"dataset": dataset, "evaluator": ev.name, "n": len(images)}
     result.update(compute_metrics(ev, ref, images, metrics=ok, against="test"))
     if "cond-acc" in metrics:
         _, probs = ev(images)
         result["cond_acc"] = float((probs.argmax(1) == labels).double().mean())
+    if "fid" in metrics:
+        inc, inc_ref = inception_reference(dataset, split="test", n=n, root=root)
+        result[f"fid{_tag(len(images))}-test"] = fid(inc(ds.images[idx]), inc_ref)
     result["seconds"] = round(time.perf_counter() - t0, 2)
     return result
 
