@@ -86,7 +86,14 @@ def train(preset: str | None, config_file: str | None, steps: int | None, out: s
     result = run_training(cfg, out, resume=bool(resume), force=force, data_root=data_root, progress=not no_progress)
     last = ", ".join(f"{k}={v:.3f}" for k, v in result.last.items())
     click.echo(f"run: {result.run.path}  step {result.step}  images seen {result.images_seen:,}  {last}")
+    if result.stopped_by:
+        click.echo(f"stopped by {result.stopped_by} at step {result.step} of {cfg.train.steps}, checkpoint saved; "
+                   f"continue with: gankit train --resume {result.run.path}")
     click.echo(f"sample it: gankit sample {result.run.path} --n 64 --out grid.png")
+    if result.stopped_by in ("SIGINT", "SIGTERM"):
+        import signal
+
+        sys.exit(128 + int(getattr(signal, result.stopped_by)))
 
 
 def _print_dry_run(cfg: Any) -> None:

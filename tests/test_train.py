@@ -149,3 +149,33 @@ def test_schedules_change_who_trains(tmp_path):
     assert [r["step"] for r in recs] == [2, 4, 6, 8]
     for r in recs:
         assert r["train_g"] == (r["error"] < 0.8) and r["train_d"] == (r["error"] > 0.3)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signal_saves_a_checkpoint_and_says_how_to_resume(sig, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "gankit", "train", "--preset", "seed002-mlp-mnist", "--set",
+           "data.dataset=mnist-demo", "--steps", "1000000", "--out", str(out), "--no-progress", "--set",
+           "train.log_every=5", "--set", "train.checkpoint_every=1000000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 120
+    while not (out / "stats.jsonl").exists() or not (out / "stats.jsonl").read_text():
+        assert time.time() < deadline and proc.poll() is None, "training did not start"
+        time.sleep(0.2)
+    proc.send_signal(getattr(signal, sig))
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + getattr(signal, sig), output
+    assert f"stopped by {sig}" in output and f"gankit train --resume {out}" in output
+    ckpt = latest_good_checkpoint(RunDir(out))
+    step = int(ckpt.name.split("-")[1])
+    assert 5 <= step < 1000000 and read_stats(RunDir(out))[-1]["step"] == step  # nothing after it was lost
+    cfg = C.load_file(out / "config.toml")
+    cfg.train.steps = step + 3
+    assert train(cfg, out, resume=True, progress=False).step == step + 3  # and it continues from there

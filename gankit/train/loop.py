@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,31 @@ class TrainResult:
     step: int
     images_seen: int
     last: dict[str, float]
+    stopped_by: str | None = None  # "SIGINT", "SIGTERM" or "time limit" when the run stopped early
+
+
+class _StopSignals:
+    """While training, SIGINT and SIGTERM ask the loop to finish its step, checkpoint and return;
+    a second signal stops at once (the last checkpoint stays intact)."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.received:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def fixed_inputs(cfg: Config, n: int, num_classes: int, device: torch.device, *, offset: int = FIXED_NOISE_OFFSET,
@@ -262,71 +289,76 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
     last: dict[str, float] = {}
     tick = time.perf_counter()
     started = time.perf_counter()
-    while step < t.steps:
-        plan = schedule.plan(step)
-        logs: dict[str, torch.Tensor] = {}
-        current.clear()
-        for phase in ("g", "d") if plan.g_first else ("d", "g"):
-            # ---- train D ----
-            if phase == "d":
-                for _ in range(plan.d_steps):
-                    current.clear()
-                    d_update(logs)
-            # ---- train G ----
-            else:
-                for _ in range(plan.g_steps):
-                    g_update(logs)
-        step += 1
-        bar.update(1)
-        report = schedule.after_step(step, logs, probe)
+    stopped_by: str | None = None
+    with _StopSignals() as signals:
+        while step < t.steps:
+            plan = schedule.plan(step)
+            logs: dict[str, torch.Tensor] = {}
+            current.clear()
+            for phase in ("g", "d") if plan.g_first else ("d", "g"):
+                # ---- train D ----
+                if phase == "d":
+                    for _ in range(plan.d_steps):
+                        current.clear()
+                        d_update(logs)
+                # ---- train G ----
+                else:
+                    for _ in range(plan.g_steps):
+                        g_update(logs)
+            step += 1
+            bar.update(1)
+            report = schedule.after_step(step, logs, probe)
 
-        # ---- log / snapshot / checkpoint ----
-        for k, v in logs.items():
-            sums[k] = sums.get(k, 0.0) + v
-            counts[k] = counts.get(k, 0) + 1
-        if report is not None:
-            if report.record:
-                append_stats(run, {"step": step, **report.record})
-            if report.line:
-                bar.write(report.line) if progress else print(report.line)
-        out_of_time = t.time_limit is not None and time.perf_counter() - started >= t.time_limit
-        if out_of_time:
-            bar.write(f"time limit of {t.time_limit:g} s reached at step {step}") if progress else None
-        if step % t.log_every == 0 or step == t.steps or out_of_time:
-            now = time.perf_counter()
-            seconds += now - tick
-            tick = now
-            last = {k: float(v) / counts[k] for k, v in sums.items()}
-            bad = [k for k, v in last.items() if not math.isfinite(v)]
-            if bad:
-                raise GankitError(f"training diverged at step {step}: {', '.join(f'{k}={last[k]}' for k in bad)}; "
-                                  f"the last checkpoint in {run.checkpoints} is intact")
-            if t.abort_weight_above is not None:
-                biggest, where = _largest_weight({"G": G, "D": D})
-                if not biggest <= t.abort_weight_above:
-                    raise GankitError(f"training stopped at step {step}: |{where}| reached {biggest:.3g}, above "
-                                      f"train.abort_weight_above = {t.abort_weight_above:g}; the last checkpoint "
-                                      f"in {run.checkpoints} is intact")
-            append_stats(run, {"step": step, "kimg": images_seen / 1000, "seconds": round(seconds, 3), **last,
-                               "lr_g": opt_g.lr, "lr_d": opt_d.lr})
-            bar.set_postfix({k: f"{last[k]:.3f}" for k in ("d_loss", "g_loss", "d_acc_real", "d_acc_fake")
-                             if k in last})
-            sums, counts = {}, {}
-        if evaluate is not None and (step % t.eval_every == 0 or step == t.steps):
-            key, value = evaluate(G)
-            append_stats(run, {"step": step, "kind": "eval", key: value})
-            if value < best.get("value", math.inf):
-                best = {"step": step, "metric": key, "value": value}
-                checkpoint("best")  # outside the keep-last-N rotation
-            bar.write(f"step {step}: {key} {value:.3f} (best {best['value']:.3f} at step {best['step']})") \
-                if progress else None
-        if step % t.sample_every == 0 or step == t.steps or out_of_time:
-            snapshot()
-        if step % t.checkpoint_every == 0 or step == t.steps or out_of_time:
-            seconds += time.perf_counter() - tick
-            tick = time.perf_counter()
-            checkpoint()
-        if out_of_time:
-            break
+            # ---- log / snapshot / checkpoint ----
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+                counts[k] = counts.get(k, 0) + 1
+            if report is not None:
+                if report.record:
+                    append_stats(run, {"step": step, **report.record})
+                if report.line:
+                    bar.write(report.line) if progress else print(report.line)
+            if t.time_limit is not None and time.perf_counter() - started >= t.time_limit:
+                stopped_by = "time limit"
+            stopped_by = signals.received or stopped_by
+            out_of_time = stopped_by is not None  # stop now: log, sample and checkpoint this step
+            if out_of_time:
+                bar.write(f"{stopped_by} at step {step}: saving a checkpoint") if progress else None
+            if step % t.log_every == 0 or step == t.steps or out_of_time:
+                now = time.perf_counter()
+                seconds += now - tick
+                tick = now
+                last = {k: float(v) / counts[k] for k, v in sums.items()}
+                bad = [k for k, v in last.items() if not math.isfinite(v)]
+                if bad:
+                    raise GankitError(f"training diverged at step {step}: {', '.join(f'{k}={last[k]}' for k in bad)}; "
+                                      f"the last checkpoint in {run.checkpoints} is intact")
+                if t.abort_weight_above is not None:
+                    biggest, where = _largest_weight({"G": G, "D": D})
+                    if not biggest <= t.abort_weight_above:
+                        raise GankitError(f"training stopped at step {step}: |{where}| reached {biggest:.3g}, above "
+                                          f"train.abort_weight_above = {t.abort_weight_above:g}; the last checkpoint "
+                                          f"in {run.checkpoints} is intact")
+                append_stats(run, {"step": step, "kimg": images_seen / 1000, "seconds": round(seconds, 3), **last,
+                                   "lr_g": opt_g.lr, "lr_d": opt_d.lr})
+                bar.set_postfix({k: f"{last[k]:.3f}" for k in ("d_loss", "g_loss", "d_acc_real", "d_acc_fake")
+                                 if k in last})
+                sums, counts = {}, {}
+            if evaluate is not None and (step % t.eval_every == 0 or step == t.steps):
+                key, value = evaluate(G)
+                append_stats(run, {"step": step, "kind": "eval", key: value})
+                if value < best.get("value", math.inf):
+                    best = {"step": step, "metric": key, "value": value}
+                    checkpoint("best")  # outside the keep-last-N rotation
+                bar.write(f"step {step}: {key} {value:.3f} (best {best['value']:.3f} at step {best['step']})") \
+                    if progress else None
+            if step % t.sample_every == 0 or step == t.steps or out_of_time:
+                snapshot()
+            if step % t.checkpoint_every == 0 or step == t.steps or out_of_time:
+                seconds += time.perf_counter() - tick
+                tick = time.perf_counter()
+                checkpoint()
+            if out_of_time:
+                break
     bar.close()
-    return TrainResult(run=run, step=step, images_seen=images_seen, last=last)
+    return TrainResult(run=run, step=step, images_seen=images_seen, last=last, stopped_by=stopped_by)
