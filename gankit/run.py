@@ -14,7 +14,6 @@ written into a temporary folder, fsynced, checksummed in a manifest, then rename
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from gankit.config import Config, dumps
 from gankit.config import load_file as load_config_file
-from gankit.data.files import atomic_write_bytes
+from gankit.data.files import atomic_write_bytes, file_digest
 from gankit.errors import GankitError
 
 FORMAT_VERSION = 1
@@ -146,14 +145,6 @@ def unflatten_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 # ---- checkpoints ----------------------------------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -186,7 +177,7 @@ def save_checkpoint(run: RunDir, *, step: int, weights: dict[str, torch.Tensor],
         files = ["weights.safetensors", "state.safetensors", "state.json"]
         for f in files:
             _fsync(tmp / f)
-        manifest = {f: _sha256(tmp / f) for f in files}
+        manifest = {f: file_digest(tmp / f) for f in files}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         _fsync(tmp / "manifest.json")
         if final.exists():
@@ -218,7 +209,7 @@ def check_checkpoint(path: Path) -> None:
         raise GankitError(f"{path}: incomplete checkpoint (manifest unreadable: {exc})") from None
     for f, digest in manifest.items():
         p = path / f
-        if not p.exists() or _sha256(p) != digest:
+        if not p.exists() or file_digest(p) != digest:
             raise GankitError(f"{path}: corrupted checkpoint ({f} does not match its checksum)")
 
 

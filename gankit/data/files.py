@@ -37,6 +37,15 @@ class FileSpec:
     urls: tuple[str, ...] = ()
 
 
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MiB chunks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def cache_dir() -> Path:
     """gankit's own cache folder (verification marks, reference statistics)."""
     root = os.environ.get("GANKIT_CACHE") or Path.home() / ".cache" / "gankit"
@@ -118,7 +127,7 @@ def verify(path: Path, spec: FileSpec, content: bytes | None = None) -> None:
         want = f"sha256:{spec.file_sha256}"
         if is_verified(path, want):
             return
-        got = hashlib.sha256(path.read_bytes()).hexdigest()
+        got = file_digest(path)
         if got != spec.file_sha256:
             raise GankitError(
                 f"{path}: checksum mismatch: sha256 {got}, the official file's is {spec.file_sha256}. "

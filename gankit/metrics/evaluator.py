@@ -7,7 +7,6 @@ real ones are stored), so real and generated sets go through the same preprocess
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from gankit.data import load_dataset, to_float
+from gankit.data.files import file_digest
 from gankit.errors import GankitError
 
 # Evaluator name -> (training dataset, datasets it judges)
@@ -109,7 +109,7 @@ def load_evaluator(name: str, *, folder: Path | None = None) -> Evaluator:
     if not weights.exists() or not meta_path.exists():
         raise GankitError(f"no trained evaluator {name!r} in {folder}; make it with `gankit evaluator train {name}`")
     meta = json.loads(meta_path.read_text())
-    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+    sha = file_digest(weights)
     if meta.get("sha256") != sha:
         raise GankitError(f"{weights}: weights do not match the checksum in {meta_path.name}")
     net = EvaluatorNet(channels=meta["channels"], num_classes=meta["num_classes"], width=meta["width"])
@@ -187,7 +187,7 @@ def train_evaluator(name: str, *, root: str | None = None, epochs: int = 8, widt
             "test_accuracy": acc, "target_accuracy": TARGETS[name], "epochs": epochs, "batch": batch, "lr": lr,
             "seed": seed, "train_images": len(train_set), "test_images": len(test_set),
             "train_seconds": round(time.perf_counter() - t0, 1), "dataset_notes": list(info.notes),
-            "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+            "sha256": file_digest(weights),
             "command": f"gankit evaluator train {name} --epochs {epochs} --width {width}"}
     (out / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
     return meta

