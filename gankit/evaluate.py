@@ -167,17 +167,16 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METR
     ev = load_evaluator(fam)
     result: dict[str, Any] = {"run": str(run_dir), "step": lg.step, "evaluator": fam,
                               "evaluator_sha256": ev.sha256, "against": against, "n": n, "seed": seed}
+    if set(metrics) - {"modes"}:
+        # one sample set serves the Inception FID and the evaluator's metrics (sampling can dominate)
+        labels = torch.arange(n) % lg.info.num_classes if lg.cfg.model.conditional else None
+        fake, requested, _ = generate(lg, n, seed=seed, labels=labels)
     if "fid" in metrics:
         inc, inc_ref = inception_reference(dataset, split=against, n=n, root=root or lg.cfg.data.root)
-        fake, _, _ = generate(lg, n, seed=seed)
         result[f"fid{_tag(n)}-{against}"] = fid(inc(fake), inc_ref)
         result["inception_seconds"] = round(inc.seconds, 1)
     if set(metrics) - {"modes", "fid"}:
         ref = real_reference(ev, dataset, split=against, n=n, root=root or lg.cfg.data.root)
-        labels = None
-        if lg.cfg.model.conditional:
-            labels = torch.arange(n) % lg.info.num_classes
-        fake, requested, _ = generate(lg, n, seed=seed, labels=labels)
         if dataset.split(":")[0] == "stacked-mnist":
             fake = fake.reshape(-1, 1, *fake.shape[2:])
         result.update(compute_metrics(ev, ref, fake, metrics=tuple(m for m in metrics if m not in ("modes", "fid")),
