@@ -116,6 +116,10 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     threads: int | None = None  # torch CPU threads (default: PyTorch's choice)
+    # auto: bf16 autocast where the hardware has bf16 matrix units (AMX CPUs, CUDA), else fp32 | fp32 | bf16
+    precision: str = "auto"
+    channels_last: bool | None = None  # None (auto): on CUDA, and on CPU together with bf16
+    compile: str = "off"  # torch.compile for G and D: off | default | reduce-overhead | max-autotune
     fakes_for_d: str = "train"  # G's mode when making D's fakes: train, or eval (Keras' predict())
     g_batch_size: int | None = None  # noise vectors per G update (default: data.batch_size)
     abort_weight_above: float | None = None  # stop when any weight's magnitude exceeds this (seed 003)
@@ -396,6 +400,8 @@ def validate(cfg: Config) -> Config:
     _one_of(t.device, ("auto", "cpu", "cuda"), "train.device")
     _one_of(t.fakes_for_d, ("train", "eval"), "train.fakes_for_d")
     _check(t.threads is None or t.threads > 0, f"train.threads must be positive, got {t.threads}")
+    _one_of(t.precision, ("auto", "fp32", "bf16"), "train.precision")
+    _one_of(t.compile, ("off", "default", "reduce-overhead", "max-autotune"), "train.compile")
     _check(t.g_batch_size is None or t.g_batch_size > 0, f"train.g_batch_size must be positive, got {t.g_batch_size}")
     _check(t.abort_weight_above is None or t.abort_weight_above > 0, "train.abort_weight_above must be positive")
     _check(t.time_limit is None or t.time_limit > 0, "train.time_limit must be positive")

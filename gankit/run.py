@@ -89,16 +89,22 @@ def append_stats(run: RunDir, record: dict[str, Any]) -> None:
         fh.flush()
 
 
-def read_stats(run: RunDir) -> list[dict[str, Any]]:
-    """Every complete record of ``stats.jsonl`` (a torn last line from a crash is ignored)."""
+def read_stats(run: RunDir, kind: str | None = None) -> list[dict[str, Any]]:
+    """The complete records of ``stats.jsonl`` (a torn last line from a crash is ignored).
+
+    Records carry a ``kind`` ("eval", "setup", schedule reports, ...) except the periodic training
+    logs; ``kind="train"`` selects those, any other name its records, ``None`` all of them.
+    """
     if not run.stats_path.exists():
         return []
     out = []
     for line in run.stats_path.read_text().splitlines():
         try:
-            out.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:
             continue
+        if kind is None or record.get("kind", "train") == kind:
+            out.append(record)
     return out
 
 

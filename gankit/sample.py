@@ -15,6 +15,7 @@ from gankit.data.files import atomic_write_bytes
 from gankit.errors import GankitError
 from gankit.run import RunDir, latest_good_checkpoint, load_checkpoint
 from gankit.train.build import make_nets, resolve_device, sample_noise, value_range
+from gankit.train.speed import fast_path
 from gankit.viz.grid import default_scale, make_grid, save_image
 
 
@@ -67,11 +68,14 @@ def generate(lg: LoadedGenerator, n: int, *, seed: int = 0, labels: torch.Tensor
     elif not cfg.model.conditional and labels is not None:
         raise GankitError("this run's generator is not conditional: --class does not apply")
     out = []
-    with torch.inference_mode():
+    # the run's precision (bf16 autocast where the hardware has bf16 units); channels_last does not
+    # matter for a generator's flat input
+    fast = fast_path(precision=cfg.train.precision, channels_last=False, compile="off", device=lg.device)
+    with torch.inference_mode(), fast.autocast():
         for i in range(0, n, batch):
             zb = z[i : i + batch].to(lg.device)
             yb = labels[i : i + batch].to(lg.device) if labels is not None else None
-            out.append(to_uint8(lg.G(zb, yb), value_range=value_range(cfg.model)).cpu())
+            out.append(to_uint8(lg.G(zb, yb).float(), value_range=value_range(cfg.model)).cpu())
     return torch.cat(out), labels, z
 
 

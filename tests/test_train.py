@@ -45,7 +45,7 @@ def test_short_run_learns_the_data():
     with tempfile.TemporaryDirectory() as tmp:
         result = train(cfg, f"{tmp}/run", progress=False)
         after = gap(load_generator(f"{tmp}/run").G)
-        stats = read_stats(result.run)
+        stats = read_stats(result.run, "train")
     assert after[0] < 0.5 * before[0], (before, after)  # the mean image approaches the real one
     assert after[1] < 0.5 * before[1], (before, after)  # so does the fraction of inked pixels
     first, last = stats[0], stats[-1]
@@ -60,7 +60,7 @@ def test_every_preset_trains_and_checkpoints(preset, tmp_path):
     assert result.step == 6 and result.images_seen > 0
     run = result.run
     assert (run.path / "config.toml").exists()
-    assert [r["step"] for r in read_stats(run) if "kind" not in r] == [2, 4, 6]
+    assert [r["step"] for r in read_stats(run, "train")] == [2, 4, 6]
     assert sorted(p.name for p in run.samples.iterdir()) == [f"step-{s:08d}.png" for s in (0, 3, 6)]
     assert C.load_file(run.config_path) == cfg
     lg = load_generator(run.path)
@@ -89,7 +89,7 @@ def test_exact_resume(preset, tmp_path):
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
     def losses(path):
-        return [{k: v for k, v in r.items() if k != "seconds"} for r in read_stats(RunDir(path))]
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in read_stats(RunDir(path), "train")]
 
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
     state = json.loads((latest_good_checkpoint(run_b) / "state.json").read_text())
@@ -125,7 +125,7 @@ def test_divergence_stops_with_clear_message(tmp_path):
     with pytest.raises(GankitError, match="diverged at step 2"):
         train(cfg, tmp_path / "run", progress=False)
     run = RunDir(tmp_path / "run")
-    assert latest_good_checkpoint(run) is None and read_stats(run) == []  # nothing non-finite was recorded
+    assert latest_good_checkpoint(run) is None and read_stats(run, "train") == []  # nothing non-finite was recorded
 
 
 def test_time_limit_stops_with_a_checkpoint(tmp_path):
@@ -166,7 +166,7 @@ def test_signal_saves_a_checkpoint_and_says_how_to_resume(sig, tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.time() + 120
-    while not (out / "stats.jsonl").exists() or not (out / "stats.jsonl").read_text():
+    while not (out / "stats.jsonl").exists() or not read_stats(RunDir(out), "train"):  # the first logged step
         assert time.time() < deadline and proc.poll() is None, "training did not start"
         time.sleep(0.2)
     proc.send_signal(getattr(signal, sig))
@@ -175,7 +175,7 @@ def test_signal_saves_a_checkpoint_and_says_how_to_resume(sig, tmp_path):
     assert f"stopped by {sig}" in output and f"gankit train --resume {out}" in output
     ckpt = latest_good_checkpoint(RunDir(out))
     step = int(ckpt.name.split("-")[1])
-    assert 5 <= step < 1000000 and read_stats(RunDir(out))[-1]["step"] == step  # nothing after it was lost
+    assert 5 <= step < 1000000 and read_stats(RunDir(out), "train")[-1]["step"] == step  # nothing after it was lost
     cfg = C.load_file(out / "config.toml")
     cfg.train.steps = step + 3
     assert train(cfg, out, resume=True, progress=False).step == step + 3  # and it continues from there

@@ -31,6 +31,7 @@ from gankit.run import (
 )
 from gankit.train.build import load_training_data, make_nets, resolve_device, sample_labels, sample_noise, value_range
 from gankit.train.schedule import build_schedule
+from gankit.train.speed import fast_path
 from gankit.viz.grid import default_scale, make_grid, save_image
 
 FIXED_NOISE_OFFSET = 1_000_003  # the fixed sample grid's noise comes from seed + this
@@ -134,6 +135,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
     if t.threads:
         torch.set_num_threads(t.threads)
     device = resolve_device(t.device)
+    fast = fast_path(precision=t.precision, channels_last=t.channels_last, compile=t.compile, device=device)
     if not resume:
         check_free(out, force=force)  # before the (slow) data load
     data = load_training_data(cfg.data, root=data_root)
@@ -150,6 +152,9 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
     G, D = make_nets(cfg, info)
     G.to(device).train()
     D.to(device).train()
+    fast.prepare(G)
+    fast.prepare(D)
+    G_fwd, D_fwd = fast.compiled(G), fast.compiled(D)  # the same modules, maybe through torch.compile
     opt_g = Optim(list(G.parameters()), cfg.optim.g, device_type=device.type)
     opt_d = Optim(list(D.parameters()), cfg.optim.d, device_type=device.type)
     objective: Objective = registry.get("loss", cfg.loss.name)
@@ -196,7 +201,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
     def real_batch() -> tuple[torch.Tensor, torch.Tensor | None]:
         if "real" not in current:
             idx = sampler.next().to(device)
-            current["real"] = to_float(images[idx], value_range=vrange)  # [B, C, H, W]
+            current["real"] = fast.images(to_float(images[idx], value_range=vrange))  # [B, C, H, W]
             current["y"] = labels[idx] if conditional else None
         return current["real"], current["y"]
 
@@ -207,9 +212,9 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
         nonlocal images_seen
         real, real_y = real_batch()
         n = real.shape[0]
-        with torch.no_grad():
+        with torch.no_grad(), fast.autocast():
             G.train(t.fakes_for_d == "train")
-            fake = G(noise(n), real_y)  # a conditional G draws the real batch's classes
+            fake = G_fwd(noise(n), real_y).to(real.dtype)  # a conditional G draws the real batch's classes
             G.train()
         t_real = t_fake = None
         if objective.uses_targets:
@@ -217,21 +222,25 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
             t_fake = d_targets(n, label=cfg.loss.fake_label, noise=cfg.loss.label_noise, device=device)
         opt_d.zero_grad()
         if cfg.loss.d_update == "separate":  # a step on the real batch, then one on the fake batch
-            real_logits = D(real, real_y)
+            with fast.autocast():
+                real_logits = D_fwd(real, real_y).float()
             loss_real = objective.d_real(real_logits, t_real)
             loss_real.backward()
             opt_d.step()
             opt_d.zero_grad()
-            fake_logits = D(fake, real_y)
+            with fast.autocast():
+                fake_logits = D_fwd(fake, real_y).float()
             loss_fake = objective.d_fake(fake_logits, t_fake)
             loss_fake.backward()
         elif cfg.loss.d_update == "concat":  # one batch of both, mean loss
             y = torch.cat([real_y, real_y]) if conditional else None
-            real_logits, fake_logits = D(torch.cat([real, fake]), y).split(n)
+            with fast.autocast():
+                real_logits, fake_logits = D_fwd(torch.cat([real, fake]), y).float().split(n)
             loss_real, loss_fake = objective.d_real(real_logits, t_real), objective.d_fake(fake_logits, t_fake)
             (0.5 * (loss_real + loss_fake)).backward()
         else:  # joint: the summed losses of two forward passes
-            real_logits, fake_logits = D(real, real_y), D(fake, real_y)
+            with fast.autocast():
+                real_logits, fake_logits = D_fwd(real, real_y).float(), D_fwd(fake, real_y).float()
             loss_real, loss_fake = objective.d_real(real_logits, t_real), objective.d_fake(fake_logits, t_fake)
             (loss_real + loss_fake).backward()
         opt_d.step()
@@ -244,7 +253,8 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
     def g_update(logs: dict[str, torch.Tensor]) -> None:
         D.requires_grad_(False)  # G's step must not touch D's weights
         y = sample_labels(g_batch, ncls, device=device) if conditional else None
-        fake_logits = D(G(noise(g_batch), y), y)
+        with fast.autocast():
+            fake_logits = D_fwd(G_fwd(noise(g_batch), y), y).float()
         loss_g = objective.g(fake_logits)
         opt_g.zero_grad()
         loss_g.backward()
@@ -279,6 +289,8 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
 
     if step == 0:
         snapshot()  # the untrained generator: the first frame of the evolution
+    # what this (part of the) run computes with: results differ slightly between fp32 and bf16
+    append_stats(run, {"step": step, "kind": "setup", "fast_path": fast.describe(), "torch": torch.__version__})
 
     # ---- train ---------------------------------------------------------------------------------------------
     from tqdm import tqdm

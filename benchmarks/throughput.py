@@ -1,0 +1,245 @@
+"""Training, sampling and evaluation speed of every preset against a plain fp32 eager PyTorch loop.
+
+    GANKIT_DATA=../shared/data .venv/bin/python benchmarks/throughput.py [PRESET ...] [--reps 3]
+
+For each preset, in one process and alternating (rep 1: gankit, plain; rep 2: gankit, plain; ...):
+
+- **gankit**: ``gankit.train.loop.train`` itself, with the preset's fast-path switches as resolved on
+  this machine (``train.precision = auto`` etc.); its step time is read from the run's own
+  ``stats.jsonl`` (seconds between log records, the first interval dropped as warm-up).
+- **plain**: the same nets, optimizers and batch sizes written the way the PyTorch examples and the
+  seeds write a GAN loop: a ``DataLoader`` over a float ``TensorDataset`` (per-sample collation),
+  fp32, contiguous tensors, ``BCEWithLogitsLoss``, D's weights left trainable (their gradients
+  computed and thrown away) during G's step, default optimizer implementations.
+
+Both run the preset's D update (joint, concat or separate) and G batch size; schedules that change
+who trains when (seed 000's thresholds, seed 003's pause-the-winner) are replaced by plain
+alternation in both, so a step is the same work. Also measured: sampling images/s (gankit's
+``generate``) and evaluation images/s (the domain evaluator's features and class probabilities), the
+FLOPs of one training step (``torch.utils.flop_counter``) and the achieved FLOP/s as a fraction of
+the fp32 and bf16 matrix-product rates measured in the same process.
+
+Prints a table and writes ``benchmarks/out/throughput.json``. EMNIST has no offline copy here, so
+seed 000's nets train on MNIST.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.flop_counter import FlopCounterMode
+
+from gankit import config as C
+from gankit.data import to_float
+from gankit.run import read_stats
+from gankit.sample import LoadedGenerator, generate
+from gankit.train.build import load_training_data, make_nets, sample_noise, value_range
+from gankit.train.loop import train
+from gankit.train.speed import cpu_flags
+
+DATA_FOR = {"emnist-letters": "mnist", "emnist-byclass": "mnist", "emnist-byclass-letters": "mnist"}
+
+
+def matmul_rate(dtype: torch.dtype, size: int = 1024, seconds: float = 1.0, device: str = "cpu") -> float:
+    """FLOP/s of a square matrix product in ``dtype`` (repeated for about ``seconds``)."""
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    a @ b
+    sync()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or n < 2:
+        for _ in range(10 if device == "cuda" else 1):
+            a @ b
+            n += 1
+        sync()
+    return 2 * size**3 * n / (time.perf_counter() - start)
+
+
+def preset_config(name: str, steps: int, log_every: int, overrides: list[str]) -> C.Config:
+    cfg = C.build(name, overrides=overrides)
+    sets = [f"train.steps={steps}", f"train.log_every={log_every}", f"train.sample_every={10**9}",
+            f"train.checkpoint_every={10**9}", "schedule.name='alternate'"]
+    base = cfg.data.dataset.split(":")[0]
+    if base in DATA_FOR:
+        sets.append(f"data.dataset='{DATA_FOR[base]}'")
+    return C.build(name, overrides=[*sets, *overrides])
+
+
+def gankit_step_seconds(cfg: C.Config, log_every: int) -> list[float]:
+    """Per-step seconds of gankit's own loop, one value per log interval after the first."""
+    with tempfile.TemporaryDirectory() as tmp:
+        res = train(cfg, Path(tmp) / "run", progress=False)
+        secs = [r["seconds"] for r in read_stats(res.run, "train")]
+    return [(b - a) / log_every for a, b in zip(secs[:-1], secs[1:])]
+
+
+def _plain_opt(params: Any, o: C.OptimConfig) -> torch.optim.Optimizer:
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum)
+    return torch.optim.RMSprop(params, lr=o.lr, alpha=o.alpha, eps=o.eps)
+
+
+def plain_step_seconds(cfg: C.Config, images: torch.Tensor, labels: torch.Tensor, info: Any, steps: int,
+                       *, count_flops: bool = False) -> tuple[list[float], float | None]:
+    """Per-step seconds of the plain loop (the first step dropped as warm-up); FLOPs of one step."""
+    G, D = make_nets(cfg, info)
+    opt_g, opt_d = _plain_opt(G.parameters(), cfg.optim.g), _plain_opt(D.parameters(), cfg.optim.d)
+    bce = torch.nn.BCEWithLogitsLoss()
+    b = cfg.data.batch_size
+    gb = cfg.train.g_batch_size or b
+    cond = cfg.model.conditional
+    data = TensorDataset(to_float(images, value_range=value_range(cfg.model)), labels)
+    loader = iter(DataLoader(data, batch_size=b, shuffle=True, drop_last=True))
+
+    def step() -> None:
+        nonlocal loader
+        try:
+            real, y = next(loader)
+        except StopIteration:
+            loader = iter(DataLoader(data, batch_size=b, shuffle=True, drop_last=True))
+            real, y = next(loader)
+        y = y if cond else None
+        fake = G(sample_noise(b, cfg.model, device=torch.device("cpu")), y).detach()
+        ones, zeros = torch.ones(b), torch.zeros(b)
+        opt_d.zero_grad()
+        if cfg.loss.d_update == "concat":
+            out = D(torch.cat([real, fake]), torch.cat([y, y]) if cond else None)
+            bce(out, torch.cat([ones, zeros])).backward()
+        elif cfg.loss.d_update == "separate":
+            bce(D(real, y), ones).backward()
+            opt_d.step()
+            opt_d.zero_grad()
+            bce(D(fake, y), zeros).backward()
+        else:
+            (bce(D(real, y), ones) + bce(D(fake, y), zeros)).backward()
+        opt_d.step()
+        yg = torch.randint(0, info.num_classes, (gb,)) if cond else None
+        opt_g.zero_grad()
+        F.binary_cross_entropy_with_logits(D(G(sample_noise(gb, cfg.model, device=torch.device("cpu")), yg), yg),
+                                           torch.ones(gb)).backward()
+        opt_g.step()
+
+    times = []
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    flops = None
+    if count_flops:
+        with FlopCounterMode(display=False) as fc:
+            step()
+        flops = float(fc.get_total_flops())
+    return times[1:], flops
+
+
+def sampling_rate(cfg: C.Config, info: Any, n: int) -> float:
+    """Images/s of ``gankit sample``'s generator path (untrained weights: the speed is the same)."""
+    G, _ = make_nets(cfg, info)
+    lg = LoadedGenerator(G=G.eval(), cfg=cfg, info=info, step=0, device=torch.device("cpu"))
+    generate(lg, min(n, 200))
+    t0 = time.perf_counter()
+    generate(lg, n)
+    return n / (time.perf_counter() - t0)
+
+
+def evaluation_rate(dataset: str, images: torch.Tensor, n: int) -> float | None:
+    """Images/s of the domain evaluator (features + class probabilities) on uint8 images."""
+    from gankit.metrics.evaluator import family_of, load_evaluator
+
+    try:
+        ev = load_evaluator(family_of(dataset))
+    except Exception:  # noqa: BLE001  (no evaluator shipped for this family yet)
+        return None
+    x = images[:n]
+    if x.shape[1] != ev.meta["channels"]:
+        return None
+    ev(x[:200])
+    t0 = time.perf_counter()
+    ev(x)
+    return len(x) / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("presets", nargs="*", default=None)
+    ap.add_argument("--reps", type=int, default=3, help="alternating repetitions of gankit and plain")
+    ap.add_argument("--seconds", type=float, default=20.0, help="rough training time per measurement")
+    ap.add_argument("--sample-n", type=int, default=5000)
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--gankit-only", action="store_true", help="skip the plain loop (e.g. on a GPU)")
+    ap.add_argument("--out", default="benchmarks/out/throughput.json")
+    args = ap.parse_args()
+    names = args.presets or C.preset_names()
+
+    cuda = any("device='cuda'" in o or 'device="cuda"' in o for o in args.overrides)
+    dev = "cuda" if cuda else "cpu"
+    fp32_rate = matmul_rate(torch.float32, size=8192 if cuda else 1024, device=dev)
+    # without bf16 units a CPU emulates bf16 products slowly: a small size keeps the probe short
+    bf16_rate = matmul_rate(torch.bfloat16, size=8192 if cuda else 512, seconds=0.5, device=dev)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+          f"; CPU bf16 units: {'amx_bf16' in cpu_flags()}")
+    print(f"matrix product: fp32 {fp32_rate / 1e9:.0f} GFLOP/s, bf16 {bf16_rate / 1e9:.0f} GFLOP/s")
+    rows = []
+    header = (f"{'preset':<24} {'gankit img/s':>12} {'plain img/s':>12} {'ratio':>6} {'GFLOP/step':>10} "
+              f"{'of fp32':>7} {'of bf16':>7} {'sample/s':>9} {'eval/s':>8}")
+    print(header)
+    for name in names:
+        probe = preset_config(name, 3, 1, args.overrides)
+        data = load_training_data(probe.data)
+        info = data.info
+        # size the runs from one plain step so each measurement takes about --seconds
+        if cuda:  # the plain loop is CPU-only: size the runs from gankit's own first steps, count FLOPs on
+            # the CPU at batch 8 (FLOPs grow linearly with the batch)
+            one = [statistics.median(gankit_step_seconds(probe, 1))]
+            b, gb = probe.data.batch_size, probe.train.g_batch_size or probe.data.batch_size
+            cpu_sets = [o for o in args.overrides if "train.device" not in o and "batch_size" not in o]
+            small = preset_config(name, 3, 1, [*cpu_sets, "data.batch_size=8", f"train.g_batch_size={8 * gb // b}"])
+            flops = plain_step_seconds(small, data.images, data.labels, info, 1, count_flops=True)[1] * b / 8
+        else:
+            one, flops = plain_step_seconds(probe, data.images, data.labels, info, 1, count_flops=True)
+        steps = max(4, min(400, int(args.seconds / max(one[0], 1e-4))))
+        log_every = max(1, steps // 4)
+        cfg = preset_config(name, log_every * 5, log_every, args.overrides)
+        ours, plain = [], []
+        for _ in range(args.reps):
+            ours += gankit_step_seconds(cfg, log_every)
+            if not args.gankit_only:
+                plain += plain_step_seconds(cfg, data.images, data.labels, info, log_every)[0]
+        b = cfg.data.batch_size
+        t_ours = statistics.median(ours)
+        t_plain = statistics.median(plain) if plain else float("nan")
+        row = {"preset": name, "batch": b, "dataset": cfg.data.dataset, "steps_per_measurement": log_every,
+               "gankit_img_s": b / t_ours, "plain_img_s": b / t_plain, "ratio": t_plain / t_ours,
+               "gankit_step_s": ours, "plain_step_s": plain, "flops_per_step": flops,
+               "fp32_matmul_flops": fp32_rate, "bf16_matmul_flops": bf16_rate,
+               "sample_img_s": float("nan") if cuda else sampling_rate(cfg, info, args.sample_n),
+               "eval_img_s": None if cuda else evaluation_rate(cfg.data.dataset, data.images, 5000)}
+        achieved = flops / t_ours if flops else float("nan")
+        row["achieved_flops"] = achieved
+        rows.append(row)
+        ev = f"{row['eval_img_s']:8.0f}" if row["eval_img_s"] else f"{'-':>8}"
+        print(f"{name:<24} {row['gankit_img_s']:12.0f} {row['plain_img_s']:12.0f} {row['ratio']:6.2f} "
+              f"{(flops or 0) / 1e9:10.2f} {achieved / fp32_rate:7.0%} {achieved / bf16_rate:7.0%} "
+              f"{row['sample_img_s']:9.0f} {ev}", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
+                               "amx_bf16": "amx_bf16" in cpu_flags(), "rows": rows}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

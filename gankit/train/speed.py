@@ -1,0 +1,120 @@
+"""The fast path's switches: precision (bf16 autocast), memory format, threads, torch.compile.
+
+Each switch is resolved once per run from the config and the hardware. ``auto`` turns a switch on
+only where it was measured to help (see the README's speed section and ``benchmarks/throughput.py``):
+
+- bf16 autocast pays off on CPUs with bf16 matrix units (Intel AMX) and on CUDA GPUs that support
+  bf16. On CPUs without them (AVX2-only, e.g. the AMD EPYC this was measured on) PyTorch emulates
+  bf16 convolutions and they run 5-20x *slower* than fp32, so ``auto`` keeps fp32 there.
+- channels_last helps convolutions on CUDA and together with bf16 on AMX CPUs; on AVX2 CPUs in
+  fp32 it measured no faster (and some backward passes slower), so ``auto`` follows bf16 on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from gankit.errors import GankitError
+
+PRECISIONS = ("auto", "fp32", "bf16")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags Linux reports (empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 matrix products run natively (faster than fp32) on ``device``."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        return "amx_bf16" in cpu_flags()
+    return False
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 where the hardware has bf16 matrix units, else fp32; ``fp32``/``bf16`` as asked."""
+    if name not in PRECISIONS:
+        raise GankitError(f"train.precision = {name!r}; choose one of {', '.join(PRECISIONS)}")
+    if name == "auto":
+        return torch.bfloat16 if fast_bf16(device) else torch.float32
+    return torch.bfloat16 if name == "bf16" else torch.float32
+
+
+def resolve_channels_last(setting: bool | None, device: torch.device, dtype: torch.dtype) -> bool:
+    """``None`` (auto): on for CUDA, and on CPU only together with bf16 (measured, see module doc)."""
+    if setting is not None:
+        return setting
+    return device.type == "cuda" or dtype == torch.bfloat16
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """The resolved switches for one run, and the helpers the loop calls."""
+
+    device: torch.device
+    dtype: torch.dtype = torch.float32
+    channels_last: bool = False
+    compile: str = "off"
+
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
+        """Autocast to bf16 for forward passes when enabled; a no-op in fp32."""
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def images(self, x: torch.Tensor) -> torch.Tensor:
+        """An image batch ``[N, C, H, W]`` in the memory format the nets use."""
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def prepare(self, net: nn.Module) -> nn.Module:
+        """Move a net's 4-d weights to channels_last when enabled (in place; parameters stay the same)."""
+        if self.channels_last:
+            net.to(memory_format=torch.channels_last)
+        return net
+
+    def compiled(self, fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        """``fn`` through torch.compile in the chosen mode, or unchanged when off.
+
+        The compiled function shares the module's parameters, so checkpoints and optimizers
+        see the same tensors; only the forward call is replaced.
+        """
+        if self.compile == "off":
+            return fn
+        return torch.compile(fn, mode=None if self.compile == "default" else self.compile, dynamic=False)
+
+    def describe(self) -> str:
+        name = "bf16 autocast" if self.dtype == torch.bfloat16 else "fp32"
+        parts = [name, "channels_last" if self.channels_last else "contiguous"]
+        if self.compile != "off":
+            parts.append(f"torch.compile({self.compile})")
+        parts.append(f"{torch.get_num_threads()} threads" if self.device.type == "cpu" else self.device.type)
+        return ", ".join(parts)
+
+
+def fast_path(*, precision: str, channels_last: bool | None, compile: str, device: torch.device) -> FastPath:
+    """Resolve the config's speed switches for ``device``."""
+    if compile not in COMPILE_MODES:
+        raise GankitError(f"train.compile = {compile!r}; choose one of {', '.join(COMPILE_MODES)}")
+    dtype = resolve_precision(precision, device)
+    return FastPath(device=device, dtype=dtype, channels_last=resolve_channels_last(channels_last, device, dtype),
+                    compile=compile)

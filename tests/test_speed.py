@@ -1,0 +1,75 @@
+"""The fast path's switches: how auto resolves, and that every switch trains the same nets correctly."""
+
+import pytest
+import torch
+
+from gankit import config as C
+from gankit.errors import GankitError
+from gankit.run import RunDir, read_stats
+from gankit.train import speed
+from gankit.train.loop import train
+from tests.conftest import SHARED
+from tests.helpers import tiny_config
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize(("flags", "want"), [(frozenset({"avx2"}), torch.float32),
+                                             (frozenset({"avx512f", "amx_bf16", "amx_tile"}), torch.bfloat16)])
+def test_auto_precision_follows_the_cpus_bf16_units(monkeypatch, flags, want):
+    monkeypatch.setattr(speed, "cpu_flags", lambda: flags)
+    assert speed.resolve_precision("auto", CPU) == want
+    fp = speed.fast_path(precision="auto", channels_last=None, compile="off", device=CPU)
+    assert fp.channels_last == (want == torch.bfloat16)  # channels_last only pays with bf16 on a CPU
+    assert speed.resolve_precision("fp32", CPU) == torch.float32  # explicit choices win
+    assert speed.resolve_precision("bf16", CPU) == torch.bfloat16
+
+
+def test_bad_switches_are_clear_errors():
+    with pytest.raises(GankitError, match="train.precision = 'fp16'"):
+        speed.fast_path(precision="fp16", channels_last=None, compile="off", device=CPU)
+    with pytest.raises(GankitError, match="train.compile"):
+        C.build("seed002-mlp-mnist", overrides=["train.compile='fast'"])
+
+
+def test_autocast_is_bf16_only_when_asked():
+    x, w = torch.randn(4, 8), torch.randn(8, 3)
+    with speed.FastPath(device=CPU, dtype=torch.bfloat16).autocast():
+        assert (x @ w).dtype == torch.bfloat16
+    with speed.FastPath(device=CPU).autocast():
+        assert (x @ w).dtype == torch.float32
+
+
+def test_channels_last_prepares_nets_and_batches():
+    fp = speed.FastPath(device=CPU, channels_last=True)
+    net = fp.prepare(torch.nn.Conv2d(3, 4, 3))
+    assert net.weight.is_contiguous(memory_format=torch.channels_last)
+    x = fp.images(torch.randn(2, 3, 8, 8))
+    assert x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    assert fp.images(torch.randn(2, 5)).shape == (2, 5)  # flat batches pass through
+
+
+def _losses(path):
+    return [r["d_loss"] for r in read_stats(RunDir(path), "train")]
+
+
+def test_bf16_and_channels_last_runs_train_the_same_nets(tmp_path):
+    """A DCGAN preset under bf16 autocast + channels_last: weights stay fp32, the run records its fast
+    path, and its losses track the fp32 run's (bf16 rounding only) from the same start."""
+    base = ["train.steps=4", "train.log_every=1", "data.batch_size=8", "train.g_batch_size=8"]
+    ref = train(tiny_config("seed001-dcgan-mnist", SHARED, extra=[*base, "train.precision='fp32'",
+                                                                   "train.channels_last=false"]),
+                tmp_path / "fp32", progress=False)
+    fast = train(tiny_config("seed001-dcgan-mnist", SHARED, extra=[*base, "train.precision='bf16'",
+                                                                    "train.channels_last=true"]),
+                 tmp_path / "bf16", progress=False)
+    setup = read_stats(fast.run, "setup")[0]
+    assert "bf16 autocast" in setup["fast_path"] and "channels_last" in setup["fast_path"]
+    assert "fp32" in read_stats(ref.run, "setup")[0]["fast_path"]
+    a, b = _losses(tmp_path / "fp32"), _losses(tmp_path / "bf16")
+    assert len(a) == len(b) == 4 and all(torch.isfinite(torch.tensor(b)))
+    assert abs(a[0] - b[0]) < 0.05 * abs(a[0])  # the first step: same data and weights, bf16 rounding
+    from safetensors.torch import load_file
+
+    weights = load_file(fast.run.checkpoints / "step-00000004" / "weights.safetensors")
+    assert all(v.dtype in (torch.float32, torch.int64) for v in weights.values())  # master weights stay fp32
