@@ -62,6 +62,7 @@ class Kill:
     resumes_at: int  # the step the next segment resumes from (newest good checkpoint)
     lost: int  # reached - resumes_at: steps of work to redo
     mid_write_seen: bool  # a half-written checkpoint folder was on disk right after the kill
+    mid_write_files: list[str]  # what that folder held (how far the write had got)
     loadable: bool
     seconds: float
 
@@ -247,13 +248,16 @@ def soak(run_path: str | Path, *, kills: int, seed: int = 0, steps: int = 400, c
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         mid = _partial_checkpoint(run, launched)
+        files = sorted(f.name for d in run.checkpoints.glob(".*.tmp") for f in d.iterdir()) if mid else []
         reached = _logged_step(run)
         good, loadable = _good_step(run)
         k = Kill(mode=mode, resumed_from=resume_step, reached=reached, resumes_at=good, lost=reached - good,
-                 mid_write_seen=mid, loadable=loadable and good >= 0, seconds=round(time.perf_counter() - start, 2))
+                 mid_write_seen=mid, mid_write_files=files, loadable=loadable and good >= 0,
+                 seconds=round(time.perf_counter() - start, 2))
         rep.kills.append(k)
         log(f"kill {n + 1:2d} {mode:9s} from {resume_step:4d} reached {reached:4d} resumes at {good:4d} "
-            f"lost {k.lost:3d}  mid-write {'yes' if mid else 'no ':3s} loadable {'yes' if k.loadable else 'NO'}")
+            f"lost {k.lost:3d}  loadable {'yes' if k.loadable else 'NO'}"
+            + (f"  killed mid-write, written so far: {', '.join(files) or 'nothing'}" if mid else ""))
         resume_step = max(good, 0)
         n += 1
     code, output = _finish(run.path, overrides, fork)

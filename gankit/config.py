@@ -222,7 +222,10 @@ def from_dict(cls: type, data: dict[str, Any], *, where: str = "config") -> Any:
             raise GankitError(f"unknown setting {path!r}{did_you_mean(key, names)}; "
                               f"known in [{where}]: {', '.join(names)}")
     if extra_field is not None:
-        kwargs[extra_field] = {**dict(data.get(extra_field, {})), **extra}
+        given = extra.pop(extra_field, {})
+        if not isinstance(given, dict):
+            raise GankitError(f"{where}.{extra_field}: expected a table of settings, got {given!r}")
+        kwargs[extra_field] = {**given, **extra}
     return cls(**kwargs)
 
 
