@@ -187,9 +187,10 @@ def test_partial_checkpoint_is_detected_on_resume(damage, tmp_path):
         w.write_bytes(w.read_bytes()[:100])
     elif damage == "missing state":
         (newest / "state.safetensors").unlink()
-    else:  # a kill inside the write: the temporary folder is all there is of step 6
+    else:  # a kill inside the write: the temporary folder is all there is of step 6 (and of a step 7)
         os.replace(newest, run.checkpoints / ".step-00000006.tmp")
         (run.checkpoints / ".step-00000006.tmp" / "manifest.json").unlink()
+        __import__("shutil").copytree(run.checkpoints / ".step-00000006.tmp", run.checkpoints / ".step-00000007.tmp")
     if damage == "half-written folder":
         assert latest_good_checkpoint(run).name == "step-00000003"
     else:
@@ -200,6 +201,20 @@ def test_partial_checkpoint_is_detected_on_resume(damage, tmp_path):
         assert train(cfg, run.path, resume=True, progress=False).step == 6
     assert not any(p.name.endswith(".tmp") for p in run.checkpoints.iterdir())
     assert [r["step"] for r in read_stats(run) if "kind" not in r] == [2, 4, 6]  # redone, not doubled
+
+
+def test_kill_while_replacing_best_keeps_the_old_best(tmp_path):
+    """`best` is moved aside before its replacement is renamed in; a kill in between must not lose it."""
+    run = RunDir(tmp_path / "run")
+    run.checkpoints.mkdir(parents=True)
+    save_checkpoint(run, step=1, weights={"w": torch.ones(3)}, state={}, keep=3, name="best")
+    os.replace(run.checkpoints / "best", run.checkpoints / ".best.old.tmp")  # the moment of the kill
+    (run.checkpoints / ".best.tmp").mkdir()  # with its replacement half-written
+    from gankit.run import open_run
+
+    open_run(run.path)
+    assert sorted(p.name for p in run.checkpoints.iterdir()) == ["best"]
+    assert load_checkpoint(run.checkpoints / "best")[1]["step"] == 1
 
 
 def test_stale_latest_pointer_does_not_lose_the_newest_checkpoint(tmp_path):
