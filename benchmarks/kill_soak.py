@@ -328,7 +328,7 @@ def main() -> None:
     print(f"finished: {rep.finished}; final weights equal to an uninterrupted run: {rep.weights_equal}; "
           f"logged losses equal: {rep.losses_equal}; leftover temp folders: {rep.leftovers or 'none'}")
     print(f"wall time {rep.seconds} s")
-    (out.parent / "kill_soak.json").write_text(json.dumps(asdict(rep), indent=1))
+    out.with_suffix(".json").write_text(json.dumps(asdict(rep), indent=1))  # benchmarks/out/kill_soak.json
     ok = (all(k.loadable and 0 <= k.lost <= rep.checkpoint_every for k in rep.kills) and rep.finished
           and rep.weights_equal and rep.losses_equal and not rep.leftovers)
     sys.exit(0 if ok else 1)

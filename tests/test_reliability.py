@@ -159,6 +159,27 @@ def test_full_disk_keeps_previous_checkpoint(monkeypatch, tmp_path):
     assert train(_cfg(steps=9), run.path, resume=True, progress=False).step == 9
 
 
+def test_full_disk_elsewhere_is_a_clear_cli_error(monkeypatch, tmp_path):
+    """ENOSPC while appending stats: `gankit train` says the disk is full (exit 2), no traceback."""
+    from click.testing import CliRunner
+
+    import gankit.train.loop
+    from gankit.cli import main
+    from tests.helpers import tiny_overrides
+
+    def full(run, record):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(run.stats_path))
+
+    monkeypatch.setattr(gankit.train.loop, "append_stats", full)
+    sets = [a for o in [*tiny_overrides(6), "model.g.hidden=[8]", "model.d.hidden=[8]", "train.threads=1"]
+            for a in ("--set", o)]
+    r = CliRunner().invoke(main, ["train", "--preset", "seed002-mlp-mnist", "--set", "data.dataset=mnist-demo", *sets,
+                                  "--out", str(tmp_path / "run"), "--no-progress"])
+    assert r.exit_code == 2 and "the disk is full (writing" in r.output and "stats.jsonl" in r.output
+    assert "Traceback" not in r.output
+    assert latest_good_checkpoint(RunDir(tmp_path / "run")).name == "step-00000000"
+
+
 def test_full_disk_while_replacing_best_keeps_the_old_best(monkeypatch, tmp_path):
     run = RunDir(tmp_path / "run")
     run.checkpoints.mkdir(parents=True)
