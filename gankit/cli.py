@@ -5,6 +5,7 @@ Every user error surfaces as one ``error: ...`` line (exit status 2), never a tr
 
 from __future__ import annotations
 
+import errno
 import sys
 import time
 import warnings
@@ -28,6 +29,13 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except OSError as exc:  # a full disk anywhere (stats, samples, caches) is the user's to fix, not a bug
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            click.echo(f"error: the disk is full (writing {exc.filename or 'a file'}); free some space. A run's "
+                       "checkpoints are written whole or not at all: `gankit train --resume RUN` continues it",
+                       err=True)
+            sys.exit(2)
 
 
 def _warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:

@@ -123,6 +123,12 @@ class TrainConfig:
     fakes_for_d: str = "train"  # G's mode when making D's fakes: train, or eval (Keras' predict())
     g_batch_size: int | None = None  # noise vectors per G update (default: data.batch_size)
     abort_weight_above: float | None = None  # stop when any weight's magnitude exceeds this (seed 003)
+    # Divergence (a NaN/inf loss or weight, a loss above loss_explosion_above, a weight above
+    # abort_weight_above): roll back to the last good checkpoint, multiply both learning rates by
+    # divergence_lr_factor and go on, up to divergence_retries times in a row; 0 stops at once.
+    divergence_retries: int = 3
+    divergence_lr_factor: float = 0.5
+    loss_explosion_above: float | None = None  # |any logged loss| above this counts as divergence
     time_limit: float | None = None  # stop (with a checkpoint) after this many seconds of training
     eval_every: int | None = None  # measure dFID against the test split every N steps; keep the best checkpoint
     eval_n: int = 2000  # samples (and test images) for that measurement
@@ -220,7 +226,10 @@ def from_dict(cls: type, data: dict[str, Any], *, where: str = "config") -> Any:
             raise GankitError(f"unknown setting {path!r}{did_you_mean(key, names)}; "
                               f"known in [{where}]: {', '.join(names)}")
     if extra_field is not None:
-        kwargs[extra_field] = {**dict(data.get(extra_field, {})), **extra}
+        given = extra.pop(extra_field, {})
+        if not isinstance(given, dict):
+            raise GankitError(f"{where}.{extra_field}: expected a table of settings, got {given!r}")
+        kwargs[extra_field] = {**given, **extra}
     return cls(**kwargs)
 
 
@@ -404,6 +413,10 @@ def validate(cfg: Config) -> Config:
     _one_of(t.compile, ("off", "default", "reduce-overhead", "max-autotune"), "train.compile")
     _check(t.g_batch_size is None or t.g_batch_size > 0, f"train.g_batch_size must be positive, got {t.g_batch_size}")
     _check(t.abort_weight_above is None or t.abort_weight_above > 0, "train.abort_weight_above must be positive")
+    _check(t.divergence_retries >= 0, f"train.divergence_retries must be >= 0, got {t.divergence_retries}")
+    _check(0 < t.divergence_lr_factor < 1,
+           f"train.divergence_lr_factor must be in (0, 1), got {t.divergence_lr_factor}")
+    _check(t.loss_explosion_above is None or t.loss_explosion_above > 0, "train.loss_explosion_above must be positive")
     _check(t.time_limit is None or t.time_limit > 0, "train.time_limit must be positive")
     _check(t.eval_every is None or t.eval_every > 0, "train.eval_every must be positive")
     _check(t.eval_n >= 2, f"train.eval_n must be at least 2, got {t.eval_n}")

@@ -15,6 +15,7 @@ class Optim:
 
     ``step()`` clips every gradient element to [-clip_value, clip_value], steps, then sets the
     learning rate for the next iteration to ``lr / (1 + decay * iterations)`` (Keras' legacy decay).
+    ``lr_scale`` multiplies that learning rate (divergence recovery lowers it; it is saved with the state).
     """
 
     def __init__(self, params: list[nn.Parameter], cfg: OptimConfig, *, device_type: str = "cpu") -> None:
@@ -32,6 +33,7 @@ class Optim:
             self.opt = torch.optim.RMSprop(self.params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps,
                                            momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=foreach)
         self.iterations = 0
+        self.lr_scale = 1.0
 
     @property
     def lr(self) -> float:
@@ -47,11 +49,18 @@ class Optim:
         self.iterations += 1
         if self.cfg.decay:
             for group in self.opt.param_groups:
-                group["lr"] = self.cfg.lr / (1.0 + self.cfg.decay * self.iterations)
+                group["lr"] = self.lr_scale * self.cfg.lr / (1.0 + self.cfg.decay * self.iterations)
+
+    def set_lr_scale(self, scale: float) -> None:
+        """Run at ``scale`` times the configured (decayed) learning rate from now on."""
+        self.lr_scale = float(scale)
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_scale * self.cfg.lr / (1.0 + self.cfg.decay * self.iterations)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"opt": self.opt.state_dict(), "iterations": self.iterations}
+        return {"opt": self.opt.state_dict(), "iterations": self.iterations, "lr_scale": self.lr_scale}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.opt.load_state_dict(state["opt"])
         self.iterations = int(state["iterations"])
+        self.lr_scale = float(state.get("lr_scale", 1.0))  # checkpoints from before divergence recovery

@@ -9,11 +9,14 @@ Layout::
     RUN/checkpoints/latest   the name of the newest complete checkpoint
 
 Checkpoints hold tensors in safetensors and everything else in JSON (never pickle). Each is
-written into a temporary folder, fsynced, checksummed in a manifest, then renamed into place.
+written into a temporary folder, fsynced, checksummed in a manifest, then renamed into place, so a
+kill at any moment leaves either the whole new checkpoint or none of it; resuming picks the newest
+checkpoint that matches its manifest and warns when it had to skip a damaged one.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -33,6 +36,9 @@ from gankit.errors import GankitError
 
 FORMAT_VERSION = 1
 _OURS = ("config.toml", "stats.jsonl", "samples", "checkpoints")
+# Test-only: seconds to sleep after each file of a checkpoint is written, so a kill test can land a
+# SIGKILL inside a checkpoint write (benchmarks/kill_soak.py, tests/test_reliability.py).
+PAUSE_ENV = "GANKIT_TEST_CHECKPOINT_PAUSE"
 
 
 class RunDir:
@@ -74,9 +80,23 @@ def create_run(path: str | os.PathLike[str], config: Config, *, force: bool = Fa
         for name in existing:
             p = run.path / name
             shutil.rmtree(p) if p.is_dir() else p.unlink()
+    # config.toml first: a run killed while being created is then already resumable with --resume
+    atomic_write_bytes(run.config_path, dumps(config).encode())
+    return open_run(run.path)
+
+
+def open_run(path: str | os.PathLike[str]) -> RunDir:
+    """An existing run directory, ready to write into: its folders made, leftovers of killed writes removed."""
+    run = RunDir(path)
     run.samples.mkdir(parents=True, exist_ok=True)
     run.checkpoints.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(run.config_path, dumps(config).encode())
+    # leftovers of a kill inside save_checkpoint: a folder moved aside to be replaced goes back if its
+    # replacement never arrived; a half-written one is removed
+    for old in run.checkpoints.glob(".*.old.tmp"):
+        final = run.checkpoints / old.name[1:-len(".old.tmp")]
+        os.replace(old, final) if not final.exists() else shutil.rmtree(old, ignore_errors=True)
+    for tmp in run.checkpoints.glob(".*.tmp"):
+        shutil.rmtree(tmp, ignore_errors=True)
     return run
 
 
@@ -152,6 +172,7 @@ def unflatten_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 # ---- checkpoints ----------------------------------------------------------------------------------------
 
 def _fsync(path: Path) -> None:
+    """fsync a file, or a folder (so a rename in it is on disk too)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -159,25 +180,50 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _pause() -> None:
+    delay = os.environ.get(PAUSE_ENV)
+    if delay:
+        time.sleep(float(delay))
+
+
+def _write_error(exc: BaseException, path: Path, previous: Path | None) -> GankitError | None:
+    """A clear GankitError for a failed checkpoint write (disk full above all), or None if not an I/O error."""
+    text = str(exc)
+    full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or "No space left" in text \
+        or "os error 28" in text
+    if not full and not isinstance(exc, OSError | SafetensorError):
+        return None
+    what = "the disk is full" if full else f"the write failed ({getattr(exc, 'strerror', None) or text})"
+    kept = f"the previous checkpoint {previous.name} is intact" if previous else "no earlier checkpoint existed"
+    return GankitError(f"could not save checkpoint {path.name} in {path.parent}: {what}; the partial write was "
+                       f"removed and {kept}. Free some space, then continue with `gankit train --resume "
+                       f"{path.parent.parent}`")
+
+
 def save_checkpoint(run: RunDir, *, step: int, weights: dict[str, torch.Tensor], state: dict[str, Any],
                     keep: int, name: str | None = None) -> Path:
     """Write checkpoint ``step`` atomically, point ``latest`` at it, keep the newest ``keep``.
 
     With ``name`` (e.g. ``best``) the checkpoint goes into that folder instead, outside the rotation,
-    and ``latest`` is left alone.
+    and ``latest`` is left alone. A failed write (a full disk) removes its partial files, leaves
+    every earlier checkpoint as it was, and raises GankitError saying so.
     """
     special = name is not None
     name = name or f"step-{step:08d}"
     final = run.checkpoints / name
     tmp = run.checkpoints / f".{name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    old = run.checkpoints / f".{name}.old.tmp"
+    previous = ([p for p in list_checkpoints(run) if p.name != name] or [None])[-1]
     try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
         state_tensors: dict[str, torch.Tensor] = {}
         skeleton = flatten_state(state, state_tensors, "s")
         save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / "weights.safetensors"))
+        _pause()
         save_file(state_tensors, str(tmp / "state.safetensors"))
+        _pause()
         (tmp / "state.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "step": step,
                                                     "time": time.time(), "state": skeleton}))
         files = ["weights.safetensors", "state.safetensors", "state.json"]
@@ -186,17 +232,28 @@ def save_checkpoint(run: RunDir, *, step: int, weights: dict[str, torch.Tensor],
         manifest = {f: file_digest(tmp / f) for f in files}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         _fsync(tmp / "manifest.json")
-        if final.exists():
-            shutil.rmtree(final)
+        _pause()
+        if final.exists():  # (re)writing a folder that exists: move it aside first, delete it after
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(final, old)
         os.replace(tmp, final)
-    except BaseException:
+        _fsync(run.checkpoints)
+        shutil.rmtree(old, ignore_errors=True)
+        if not special:
+            atomic_write_bytes(run.checkpoints / "latest", name.encode())
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not final.exists():
+            os.replace(old, final)
+        err = _write_error(exc, final, previous)
+        if err is not None:
+            raise err from None
         raise
     if special:
         return final
-    atomic_write_bytes(run.checkpoints / "latest", name.encode())
-    for old in list_checkpoints(run)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    for stale in list_checkpoints(run)[:-keep]:
+        shutil.rmtree(stale, ignore_errors=True)
     return final
 
 
@@ -236,21 +293,21 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
 
 
 def latest_good_checkpoint(run: RunDir) -> Path | None:
-    """The newest checkpoint that verifies; older ones are tried (with a warning) if it does not."""
-    candidates = list_checkpoints(run)
-    pointer = run.checkpoints / "latest"
-    if pointer.exists():
-        named = run.checkpoints / pointer.read_text().strip()
-        if named in candidates:
-            candidates.remove(named)
-            candidates.append(named)
-    for path in reversed(candidates):
+    """The newest checkpoint that matches its manifest; newer damaged ones are skipped with a warning.
+
+    The newest by step, not the one ``latest`` names: a kill between renaming a checkpoint into
+    place and updating ``latest`` leaves the pointer one behind, and that checkpoint is complete.
+    """
+    damaged: list[str] = []
+    for path in reversed(list_checkpoints(run)):
         try:
             check_checkpoint(path)
-            if path is not candidates[-1]:
-                warnings.warn(f"{candidates[-1]} is damaged; using the previous good checkpoint {path.name}",
-                              stacklevel=2)
-            return path
-        except GankitError:
+        except GankitError as exc:
+            damaged.append(str(exc))
             continue
+        if damaged:
+            warnings.warn(f"{damaged[0]}; using the previous good checkpoint {path.name}", stacklevel=2)
+        return path
+    if damaged:
+        warnings.warn(f"no good checkpoint: {'; '.join(damaged)}", stacklevel=2)
     return None

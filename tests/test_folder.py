@@ -73,3 +73,51 @@ def test_folder_with_nothing_readable(tmp_path):
         load_dataset(f"folder:{root}", resolution=8)
     with pytest.raises(GankitError, match="does not exist"):
         load_dataset(f"folder:{tmp_path / 'missing'}")
+
+
+def _save(path, im, fmt):
+    buf = io.BytesIO()
+    im.save(buf, format=fmt)
+    path.write_bytes(buf.getvalue())
+
+
+def test_folder_of_every_image_mode(tmp_path):
+    """1-bit, grey+alpha, palette with transparency, RGBA, CMYK JPEG, 16-bit, 32-bit and float greyscale,
+    an animated GIF, all of different sizes: each becomes an 8-bit image of the asked size and channels."""
+    root = tmp_path / "modes"
+    root.mkdir()
+    _save(root / "a-1bit.png", Image.new("1", (20, 20), 1), "PNG")
+    _save(root / "b-la.png", Image.new("LA", (20, 24), (100, 50)), "PNG")
+    pal = Image.new("P", (30, 20))
+    pal.putpalette([0, 0, 0, 255, 0, 0] * 128)
+    pal.info["transparency"] = 0
+    _save(root / "c-palette.png", pal, "PNG")
+    _save(root / "d-rgba.png", Image.new("RGBA", (20, 20), (10, 20, 30, 4)), "PNG")
+    _save(root / "e-cmyk.jpg", Image.new("CMYK", (20, 20), (0, 255, 0, 0)), "JPEG")
+    _save(root / "f-16bit.png", Image.fromarray(np.full((20, 20), 40000, np.uint16)), "PNG")
+    _save(root / "g-32bit.tif", Image.fromarray(np.full((20, 20), 65535, np.int32)), "TIFF")
+    _save(root / "h-float.tif", Image.fromarray(np.full((20, 20), 0.5, np.float32)), "TIFF")
+    frames = [Image.new("L", (20, 20), v) for v in (10, 200)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    (root / "i-anim.gif").write_bytes(buf.getvalue())
+    grey = load_dataset(f"folder:{root}", resolution=16, channels=1)
+    assert grey.images.shape == (9, 1, 16, 16)
+    means = grey.images.float().mean(dim=(1, 2, 3)).round().tolist()
+    assert means[0] == 255 and means[1] == 100 and means[8] == 10  # 1-bit white, LA's grey, the GIF's first frame
+    assert means[5] == round(40000 / 257) and means[6] == 255 and means[7] == 128  # 16/32-bit and float scaled
+    colour = load_dataset(f"folder:{root}", resolution=16)
+    assert colour.images.shape == (9, 3, 16, 16)
+    assert colour.images[3, :, 0, 0].tolist() == [10, 20, 30]  # RGBA's colour kept
+    assert colour.images[4, :, 0, 0].tolist() == [255, 0, 255]  # CMYK magenta
+
+
+def test_decompression_bomb_is_skipped(tmp_path, monkeypatch):
+    root = tmp_path / "bomb"
+    root.mkdir()
+    (root / "big.png").write_bytes(_png((1, 2, 3), size=(64, 64)))
+    (root / "ok.png").write_bytes(_png((1, 2, 3), size=(8, 8)))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64x64 is over twice this: Pillow refuses it
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable file\(s\): big.png \(DecompressionBombError\)"):
+        ds = load_dataset(f"folder:{root}", resolution=8)
+    assert len(ds) == 1

@@ -114,18 +114,30 @@ def test_damaged_latest_checkpoint_falls_back(tmp_path):
     data = bytearray((newest / "weights.safetensors").read_bytes())
     data[-10] ^= 0xFF
     (newest / "weights.safetensors").write_bytes(bytes(data))
-    with pytest.warns(UserWarning, match="damaged; using the previous good checkpoint step-00000003"):
+    with pytest.warns(UserWarning, match="corrupted checkpoint .*using the previous good checkpoint step-00000003"):
         assert latest_good_checkpoint(run).name == "step-00000003"
     resumed = train(cfg, run.path, resume=True, progress=False)
     assert resumed.step == 6
 
 
 def test_divergence_stops_with_clear_message(tmp_path):
+    """A learning rate no rollback can save: 3 retries (halving it each time), then a clear stop."""
     cfg = _cfg(extra=["optim.d.lr=1e30", "optim.g.lr=1e30"])
-    with pytest.raises(GankitError, match="diverged at step 2"):
+    with pytest.raises(GankitError, match=r"diverged at step 2.*after 3 rollback\(s\).*0.125 x"), \
+            pytest.warns(UserWarning, match="rolled back to step 0"):
         train(cfg, tmp_path / "run", progress=False)
     run = RunDir(tmp_path / "run")
-    assert latest_good_checkpoint(run) is None and read_stats(run, "train") == []  # nothing non-finite was recorded
+    assert latest_good_checkpoint(run).name == "step-00000000"  # the untrained start, nothing non-finite
+    assert read_stats(run, "train") == []  # nothing non-finite was recorded
+    stats = read_stats(run, "rollback")
+    assert len(stats) == 3 and [r["lr_scale"] for r in stats] == [0.5, 0.25, 0.125]
+
+
+def test_divergence_without_retries_stops_at_once(tmp_path):
+    cfg = _cfg(extra=["optim.d.lr=1e30", "optim.g.lr=1e30", "train.divergence_retries=0"])
+    with pytest.raises(GankitError, match=r"diverged at step 2.*divergence_retries = 0"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert read_stats(RunDir(tmp_path / "run"), "train") == []
 
 
 def test_time_limit_stops_with_a_checkpoint(tmp_path):
@@ -135,8 +147,11 @@ def test_time_limit_stops_with_a_checkpoint(tmp_path):
 
 
 def test_weight_guard_stops_the_run(tmp_path):
-    with pytest.raises(GankitError, match=r"abort_weight_above"):
-        train(_cfg(extra=["train.abort_weight_above=1e-3"]), tmp_path / "run", progress=False)
+    """Seed 003's guard: its preset sets divergence_retries = 0, so a weight past the limit stops the run."""
+    assert C.build("seed003-cgan-mnist").train.divergence_retries == 0
+    with pytest.raises(GankitError, match=r"training stopped at step 2: .*abort_weight_above"):
+        train(_cfg(extra=["train.abort_weight_above=1e-3", "train.divergence_retries=0"]), tmp_path / "run",
+              progress=False)
 
 
 def test_schedules_change_who_trains(tmp_path):

@@ -100,7 +100,7 @@ def parse_batch(data: bytes, *, name: str) -> tuple[np.ndarray, np.ndarray]:
                           f"found {type(images).__name__} {shape}")
     try:
         labels = np.asarray(labels, dtype=np.int64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise GankitError(f"{name}: CIFAR 'labels' must be a list of integers") from None
     if labels.shape != (images.shape[0],):
         raise GankitError(f"{name}: {images.shape[0]} images but {labels.size} labels")

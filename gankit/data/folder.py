@@ -59,6 +59,22 @@ def _fit(im: object, resolution: int) -> object:
     return im.crop((left, top, left + resolution, top + resolution))  # type: ignore[attr-defined]
 
 
+def _eight_bit(im: object) -> object:
+    """16-bit, 32-bit and float greyscale scaled to 8 bits (Pillow's own convert("L") clips them at 255,
+    which turns a 16-bit PNG white)."""
+    from PIL import Image
+
+    mode = im.mode  # type: ignore[attr-defined]
+    if not (mode.startswith("I") or mode == "F"):
+        return im
+    arr = np.asarray(im, dtype=np.float64)
+    if mode.startswith("I;16") or (mode == "I" and arr.max(initial=0) > 255):
+        arr = arr / 257.0  # 0..65535 -> 0..255
+    elif mode == "F" and arr.max(initial=0) <= 1.0:
+        arr = arr * 255.0  # floats in [0, 1]
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))  # uint8 [H, W]: mode L
+
+
 def load_folder(path: str | Path, *, resolution: int | None = None, channels: int | None = None) -> Dataset:
     """Load every image under ``path`` into memory (see the module docstring)."""
     from PIL import Image, UnidentifiedImageError
@@ -73,7 +89,7 @@ def load_folder(path: str | Path, *, resolution: int | None = None, channels: in
         try:
             im = Image.open(io.BytesIO(blob))
             im.load()  # decode now, so truncated files fail here rather than later
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             skipped.append(f"{name} ({type(exc).__name__})")
             continue
         decoded.append((name, im))
@@ -104,6 +120,7 @@ def load_folder(path: str | Path, *, resolution: int | None = None, channels: in
     images = np.empty((len(decoded), resolution, resolution, channels), dtype=np.uint8)
     labels = np.zeros(len(decoded), dtype=np.int64)
     for i, ((_, im), parts) in enumerate(zip(decoded, paths)):
+        im = _eight_bit(im)
         im = im.convert("RGBA").convert(mode) if im.mode in ("P", "LA", "PA") else im.convert(mode)  # type: ignore[attr-defined]
         arr = np.asarray(_fit(im, resolution))
         images[i] = arr.reshape(resolution, resolution, channels)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from gankit.errors import GankitError
@@ -31,7 +33,7 @@ def parse_idx(data: bytes, *, name: str, expect_ndim: int | None = None) -> np.n
     if len(data) < header:
         raise GankitError(f"{name}: truncated IDX header ({len(data)} bytes, header needs {header})")
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(dims, dtype=np.int64))
+    expected = math.prod(dims)  # Python ints: np.prod in int64 wraps, and 4 x 65536 would claim 0 bytes
     got = len(data) - header
     if got != expected:
         what = "truncated" if got < expected else "has trailing bytes"
@@ -39,7 +41,10 @@ def parse_idx(data: bytes, *, name: str, expect_ndim: int | None = None) -> np.n
             f"{name}: IDX file {what}: header says {' x '.join(map(str, dims))} = {expected} bytes of data, "
             f"found {got}"
         )
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+    try:
+        return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+    except ValueError:  # e.g. a zero dimension beside others too large for numpy to describe
+        raise GankitError(f"{name}: IDX dimensions {' x '.join(map(str, dims))} are not a usable array") from None
 
 
 def write_idx(array: np.ndarray) -> bytes:

@@ -6,6 +6,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,6 @@ from torch import nn
 from gankit import registry
 from gankit.config import Config
 from gankit.data import BatchSampler, to_float, to_uint8
-from gankit.errors import GankitError
 from gankit.losses import Objective, d_targets
 from gankit.optim import Optim
 from gankit.run import (
@@ -26,10 +26,12 @@ from gankit.run import (
     create_run,
     latest_good_checkpoint,
     load_checkpoint,
+    open_run,
     save_checkpoint,
     truncate_stats,
 )
 from gankit.train.build import load_training_data, make_nets, resolve_device, sample_labels, sample_noise, value_range
+from gankit.train.recovery import Recovery
 from gankit.train.schedule import build_schedule
 from gankit.train.speed import fast_path
 from gankit.viz.grid import default_scale, make_grid, save_image
@@ -82,16 +84,6 @@ def fixed_inputs(cfg: Config, n: int, num_classes: int, device: torch.device, *,
     return z, labels
 
 
-def _largest_weight(nets: dict[str, nn.Module]) -> tuple[float, str]:
-    best, where = 0.0, ""
-    for prefix, net in nets.items():
-        for name, p in net.named_parameters():
-            m = float(p.detach().abs().max())
-            if not m <= best:  # also catches NaN
-                best, where = m, f"{prefix}.{name}"
-    return best, where
-
-
 class _Probe:
     """Measures D in eval mode, training nothing (see :class:`gankit.train.schedule.Probe`)."""
 
@@ -139,7 +131,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
     if not resume:
         check_free(out, force=force)  # before the (slow) data load
     data = load_training_data(cfg.data, root=data_root)
-    run = RunDir(out) if resume else create_run(out, cfg, force=force)
+    run = open_run(out) if resume else create_run(out, cfg, force=force)
     info = data.info
     images = data.images.to(device)  # [N, C, H, W] uint8, resident
     labels = data.labels.to(device)  # [N]
@@ -171,14 +163,13 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
 
         evaluate = generator_dfid(cfg, info, n=t.eval_n, root=data_root or cfg.data.root, device=device)
     best: dict[str, float] = {}
+    recovery = Recovery(t)
     torch.manual_seed(t.seed)
     step, images_seen, seconds = 0, 0, 0.0
 
-    # ---- resume ------------------------------------------------------------------------------------------
-    if resume:
-        ckpt = latest_good_checkpoint(run)
-        if ckpt is None:
-            raise GankitError(f"{run.path}: no complete checkpoint to resume from")
+    # ---- resume (and roll back after divergence) -----------------------------------------------------------
+    def restore(ckpt: Path) -> dict[str, Any]:
+        nonlocal step, images_seen, seconds, best
         weights, state = load_checkpoint(ckpt)
         G.load_state_dict({k[2:]: v for k, v in weights.items() if k.startswith("G.")})
         D.load_state_dict({k[2:]: v for k, v in weights.items() if k.startswith("D.")})
@@ -192,6 +183,15 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
         step, images_seen, seconds = state["step"], state["images_seen"], state["seconds"]
         best = state.get("best", {})
         truncate_stats(run, step)
+        return state
+
+    if resume:
+        ckpt = latest_good_checkpoint(run)
+        if ckpt is None:  # killed before its first checkpoint: nothing was saved, so start afresh
+            warnings.warn(f"{run.path}: no complete checkpoint yet; starting from step 0", stacklevel=2)
+            truncate_stats(run, 0)
+        else:
+            recovery.load_state_dict(restore(ckpt).get("recovery", {}))
         if step >= t.steps:
             print(f"{run.path}: already at step {step} of {t.steps}; raise train.steps (--steps) to go on")
 
@@ -266,6 +266,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
                    val=(val_real, val_real_y, val_z, val_fake_y))
 
     def checkpoint(name: str | None = None) -> None:
+        recovery.saved(step)
         weights = {**{f"G.{k}": v for k, v in G.state_dict().items()},
                    **{f"D.{k}": v for k, v in D.state_dict().items()}}
         rng: dict[str, Any] = {"torch": torch.get_rng_state()}
@@ -273,7 +274,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
             rng["cuda"] = torch.cuda.get_rng_state_all()
         state = {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "sampler": sampler.state_dict(),
                  "schedule": schedule.state_dict(), "rng": rng, "images_seen": images_seen, "seconds": seconds,
-                 "best": best,
+                 "best": best, "recovery": recovery.state_dict(),
                  "data_info": {"name": info.name, "resolution": info.resolution, "channels": info.channels,
                                "class_names": list(info.class_names)}}
         save_checkpoint(run, step=step, weights=weights, state=state, keep=t.keep_checkpoints, name=name)
@@ -289,8 +290,27 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
 
     if step == 0:
         snapshot()  # the untrained generator: the first frame of the evolution
+        checkpoint()  # and a checkpoint to resume or roll back to before the first interval ends
     # what this (part of the) run computes with: results differ slightly between fp32 and bf16
     append_stats(run, {"step": step, "kind": "setup", "fast_path": fast.describe(), "torch": torch.__version__})
+
+    def diverged(losses: dict[str, float]) -> bool:
+        """On divergence, roll back to the newest good checkpoint with lower learning rates (or GankitError)."""
+        reason = recovery.check(losses, {"G": G, "D": D})
+        if reason is None:
+            return False
+        at = step
+        ckpt = latest_good_checkpoint(run)
+        scale = recovery.rollback(step=at, reason=reason, to=ckpt, checkpoints=run.checkpoints)
+        restore(ckpt)
+        for opt in (opt_g, opt_d):
+            opt.set_lr_scale(scale)
+        append_stats(run, {"step": step, "kind": "rollback", "diverged_at": at, "reason": reason,
+                           "attempt": recovery.attempts, "lr_scale": scale, "lr_g": opt_g.lr, "lr_d": opt_d.lr})
+        msg = f"step {at}: diverged ({reason}); rolled back to step {step}, learning rates x{scale:g}"
+        warnings.warn(msg, stacklevel=2) if not progress else bar.write(msg)
+        bar.n = step
+        return True
 
     # ---- train ---------------------------------------------------------------------------------------------
     from tqdm import tqdm
@@ -341,21 +361,15 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
                 seconds += now - tick
                 tick = now
                 last = {k: float(v) / counts[k] for k, v in sums.items()}
-                bad = [k for k, v in last.items() if not math.isfinite(v)]
-                if bad:
-                    raise GankitError(f"training diverged at step {step}: {', '.join(f'{k}={last[k]}' for k in bad)}; "
-                                      f"the last checkpoint in {run.checkpoints} is intact")
-                if t.abort_weight_above is not None:
-                    biggest, where = _largest_weight({"G": G, "D": D})
-                    if not biggest <= t.abort_weight_above:
-                        raise GankitError(f"training stopped at step {step}: |{where}| reached {biggest:.3g}, above "
-                                          f"train.abort_weight_above = {t.abort_weight_above:g}; the last checkpoint "
-                                          f"in {run.checkpoints} is intact")
+                sums, counts = {}, {}
+                if diverged(last):  # rolled back: nothing non-finite is logged or checkpointed
+                    if out_of_time:
+                        break
+                    continue
                 append_stats(run, {"step": step, "kimg": images_seen / 1000, "seconds": round(seconds, 3), **last,
                                    "lr_g": opt_g.lr, "lr_d": opt_d.lr})
                 bar.set_postfix({k: f"{last[k]:.3f}" for k in ("d_loss", "g_loss", "d_acc_real", "d_acc_fake")
                                  if k in last})
-                sums, counts = {}, {}
             if evaluate is not None and (step % t.eval_every == 0 or step == t.steps):
                 key, value = evaluate(G)
                 append_stats(run, {"step": step, "kind": "eval", key: value})
@@ -367,6 +381,12 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
             if step % t.sample_every == 0 or step == t.steps or out_of_time:
                 snapshot()
             if step % t.checkpoint_every == 0 or step == t.steps or out_of_time:
+                pending = {k: float(v) / counts[k] for k, v in sums.items()}  # losses since the last log
+                if diverged(pending):
+                    if out_of_time:
+                        break
+                    sums, counts = {}, {}
+                    continue
                 seconds += time.perf_counter() - tick
                 tick = time.perf_counter()
                 checkpoint()

@@ -1,0 +1,351 @@
+"""Nothing lost when training is killed, diverges, runs out of disk or is fed a crafted file."""
+
+import errno
+import json
+import os
+import pickle
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import save as safetensors_bytes
+
+from gankit import registry
+from gankit.data.files import file_digest
+from gankit.errors import GankitError
+from gankit.losses import Objective
+from gankit.run import RunDir, latest_good_checkpoint, load_checkpoint, read_stats, save_checkpoint
+from gankit.sample import load_generator
+from gankit.train.loop import train
+from tests.conftest import SHARED
+from tests.helpers import tiny_config
+
+
+def _cfg(extra=(), steps=6):
+    """Seed 002 with small nets: seconds per run, checkpoints at steps 0, 3, 6, logs at 2, 4, 6."""
+    small = ["model.g.hidden=[32, 64]", "model.d.hidden=[64]", "train.threads=1"]
+    return tiny_config("seed002-mlp-mnist", SHARED, steps=steps, extra=small + list(extra))
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    # train.threads=1 (tiny nets on a shared machine run fastest on one thread) sets a process-wide value
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+# ---- divergence recovery -----------------------------------------------------------------------------------
+
+
+def _nan_once_at(monkeypatch, call: int, *, forever: bool = False) -> list[int]:
+    """Make G's loss NaN on its ``call``-th evaluation (and after it, if ``forever``); returns the call log."""
+    real = registry.get("loss", "bce")
+    calls: list[int] = []
+
+    def g(logits):
+        calls.append(1)
+        loss = real.g(logits)
+        hit = len(calls) == call or (forever and len(calls) >= call)
+        return loss * float("nan") if hit else loss
+
+    fake = Objective(d_real=real.d_real, d_fake=real.d_fake, g=g, uses_targets=real.uses_targets)
+    monkeypatch.setitem(registry._REGISTRY["loss"], "bce", fake)
+    return calls
+
+
+def test_injected_nan_rolls_back_lowers_lr_and_recovers(monkeypatch, tmp_path):
+    """A NaN in G's loss at step 4 (a log step): back to the step-3 checkpoint, LR halved, the run finishes."""
+    _nan_once_at(monkeypatch, 4)
+    with pytest.warns(UserWarning, match=r"step 4: diverged \(g_loss=nan\); rolled back to step 3"):
+        result = train(_cfg(), tmp_path / "run", progress=False)
+    assert result.step == 6
+    stats = read_stats(result.run)
+    rollbacks = [r for r in stats if r.get("kind") == "rollback"]
+    assert len(rollbacks) == 1
+    rb = rollbacks[0]
+    assert (rb["step"], rb["diverged_at"], rb["attempt"], rb["lr_scale"]) == (3, 4, 1, 0.5)
+    assert rb["lr_g"] == pytest.approx(0.005) and rb["lr_d"] == pytest.approx(0.005)  # seed 002's SGD(0.01)
+    logs = [r for r in stats if "kind" not in r]
+    assert [r["step"] for r in logs] == [2, 4, 6]
+    assert all(all(v == v for v in r.values()) for r in logs)  # nothing NaN was logged
+    assert [r["lr_g"] for r in logs] == pytest.approx([0.01, 0.005, 0.005])
+    # the lowered learning rate is in the checkpoint, so a resumed run keeps it
+    _, state = load_checkpoint(latest_good_checkpoint(result.run))
+    assert state["recovery"]["lr_scale"] == 0.5 and state["opt_g"]["lr_scale"] == 0.5
+    assert state["opt_g"]["opt"]["param_groups"][0]["lr"] == pytest.approx(0.005)
+    assert all(torch.isfinite(w).all() for w in load_generator(result.run.path).G.state_dict().values())
+    monkeypatch.undo()
+    more = _cfg(steps=8)
+    train(more, result.run.path, resume=True, progress=False)
+    assert [r["lr_g"] for r in read_stats(result.run) if "kind" not in r][-1] == pytest.approx(0.005)
+
+
+def test_nan_between_log_steps_is_never_checkpointed(monkeypatch, tmp_path):
+    """NaN at step 3 (a checkpoint step that is not a log step): caught before the checkpoint is written."""
+    _nan_once_at(monkeypatch, 3)
+    with pytest.warns(UserWarning, match=r"step 3: diverged .* rolled back to step 0"):
+        result = train(_cfg(), tmp_path / "run", progress=False)
+    assert result.step == 6
+    rb = [r for r in read_stats(result.run) if r.get("kind") == "rollback"]
+    assert [(r["step"], r["diverged_at"]) for r in rb] == [(0, 3)]
+
+
+def test_persistent_nan_stops_after_k_retries(monkeypatch, tmp_path):
+    _nan_once_at(monkeypatch, 4, forever=True)
+    cfg = _cfg(extra=["train.divergence_retries=2", "train.divergence_lr_factor=0.1"])
+    with pytest.raises(GankitError, match=r"diverged at step 4.*after 2 rollback\(s\).*0.01 x.*intact"), \
+            pytest.warns(UserWarning):
+        train(cfg, tmp_path / "run", progress=False)
+    run = RunDir(tmp_path / "run")
+    assert [r["lr_scale"] for r in read_stats(run) if r.get("kind") == "rollback"] == pytest.approx([0.1, 0.01])
+    assert latest_good_checkpoint(run).name == "step-00000003"  # the good checkpoints are untouched
+
+
+def test_loss_explosion_threshold(tmp_path):
+    cfg = _cfg(extra=["train.loss_explosion_above=1e-6", "train.divergence_retries=1"])
+    with pytest.raises(GankitError, match=r"above train.loss_explosion_above = 1e-06.*after 1 rollback"), \
+            pytest.warns(UserWarning):
+        train(cfg, tmp_path / "run", progress=False)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.divergence_retries=-1", "divergence_retries must be >= 0"),
+    ("train.divergence_lr_factor=1.5", r"divergence_lr_factor must be in \(0, 1\)"),
+    ("train.loss_explosion_above=0", "loss_explosion_above must be positive"),
+    ("train.divergence_retires=2", "did you mean 'divergence_retries'"),
+])
+def test_recovery_settings_are_validated(override, message):
+    from gankit import config as C
+
+    with pytest.raises(GankitError, match=message):
+        C.build("seed002-mlp-mnist", overrides=[override])
+
+
+# ---- a full disk during a checkpoint write -------------------------------------------------------------------
+
+
+def _disk_fills_midway(monkeypatch, *, after_bytes_of_call: int = 2):
+    """save_file writes half of the ``after_bytes_of_call``-th file, then fails with ENOSPC."""
+    import gankit.run
+
+    calls = []
+
+    def save_file(tensors, path, metadata=None):
+        calls.append(path)
+        data = safetensors_bytes(tensors)
+        with open(path, "wb") as fh:
+            if len(calls) == after_bytes_of_call:
+                fh.write(data[: len(data) // 2])
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+            fh.write(data)
+
+    monkeypatch.setattr(gankit.run, "save_file", save_file)
+
+
+def test_full_disk_keeps_previous_checkpoint(monkeypatch, tmp_path):
+    train(_cfg(), tmp_path / "run", progress=False)
+    run = RunDir(tmp_path / "run")
+    before = {p.name: file_digest(p) for p in (run.checkpoints / "step-00000006").iterdir()}
+    _disk_fills_midway(monkeypatch)
+    with pytest.raises(GankitError, match=r"step-00000009.*the disk is full.*previous checkpoint step-00000006 is "
+                                          r"intact.*--resume"):
+        train(_cfg(steps=9), run.path, resume=True, progress=False)
+    assert {p.name: file_digest(p) for p in (run.checkpoints / "step-00000006").iterdir()} == before
+    assert sorted(p.name for p in run.checkpoints.iterdir() if p.name.startswith(".")) == []  # partial removed
+    assert latest_good_checkpoint(run).name == "step-00000006"
+    assert (run.checkpoints / "latest").read_text() == "step-00000006"
+    monkeypatch.undo()  # space freed: the run goes on from the intact checkpoint
+    assert train(_cfg(steps=9), run.path, resume=True, progress=False).step == 9
+
+
+def test_full_disk_elsewhere_is_a_clear_cli_error(monkeypatch, tmp_path):
+    """ENOSPC while appending stats: `gankit train` says the disk is full (exit 2), no traceback."""
+    from click.testing import CliRunner
+
+    import gankit.train.loop
+    from gankit.cli import main
+    from tests.helpers import tiny_overrides
+
+    def full(run, record):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(run.stats_path))
+
+    monkeypatch.setattr(gankit.train.loop, "append_stats", full)
+    sets = [a for o in [*tiny_overrides(6), "model.g.hidden=[8]", "model.d.hidden=[8]", "train.threads=1"]
+            for a in ("--set", o)]
+    r = CliRunner().invoke(main, ["train", "--preset", "seed002-mlp-mnist", "--set", "data.dataset=mnist-demo", *sets,
+                                  "--out", str(tmp_path / "run"), "--no-progress"])
+    assert r.exit_code == 2 and "the disk is full (writing" in r.output and "stats.jsonl" in r.output
+    assert "Traceback" not in r.output
+    assert latest_good_checkpoint(RunDir(tmp_path / "run")).name == "step-00000000"
+
+
+def test_full_disk_while_replacing_best_keeps_the_old_best(monkeypatch, tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.checkpoints.mkdir(parents=True)
+    save_checkpoint(run, step=1, weights={"w": torch.ones(3)}, state={"x": 1}, keep=3, name="best")
+    _disk_fills_midway(monkeypatch, after_bytes_of_call=1)
+    with pytest.raises(GankitError, match="the disk is full"):
+        save_checkpoint(run, step=2, weights={"w": torch.zeros(3)}, state={"x": 2}, keep=3, name="best")
+    weights, state = load_checkpoint(run.checkpoints / "best")
+    assert state["step"] == 1 and torch.equal(weights["w"], torch.ones(3))
+    assert sorted(p.name for p in run.checkpoints.iterdir()) == ["best"]
+
+
+# ---- partial and damaged checkpoints -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["no manifest", "truncated weights", "missing state", "half-written folder"])
+def test_partial_checkpoint_is_detected_on_resume(damage, tmp_path):
+    cfg = _cfg(extra=["train.keep_checkpoints=5"])
+    train(cfg, tmp_path / "run", progress=False)
+    run = RunDir(tmp_path / "run")
+    newest = run.checkpoints / "step-00000006"
+    if damage == "no manifest":
+        (newest / "manifest.json").unlink()
+    elif damage == "truncated weights":
+        w = newest / "weights.safetensors"
+        w.write_bytes(w.read_bytes()[:100])
+    elif damage == "missing state":
+        (newest / "state.safetensors").unlink()
+    else:  # a kill inside the write: the temporary folder is all there is of step 6 (and of a step 7)
+        os.replace(newest, run.checkpoints / ".step-00000006.tmp")
+        (run.checkpoints / ".step-00000006.tmp" / "manifest.json").unlink()
+        __import__("shutil").copytree(run.checkpoints / ".step-00000006.tmp", run.checkpoints / ".step-00000007.tmp")
+    if damage == "half-written folder":
+        assert latest_good_checkpoint(run).name == "step-00000003"
+    else:
+        with pytest.warns(UserWarning, match="step-00000006.*using the previous good checkpoint step-00000003"):
+            assert latest_good_checkpoint(run).name == "step-00000003"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert train(cfg, run.path, resume=True, progress=False).step == 6
+    assert not any(p.name.endswith(".tmp") for p in run.checkpoints.iterdir())
+    assert [r["step"] for r in read_stats(run) if "kind" not in r] == [2, 4, 6]  # redone, not doubled
+
+
+def test_kill_while_replacing_best_keeps_the_old_best(tmp_path):
+    """`best` is moved aside before its replacement is renamed in; a kill in between must not lose it."""
+    run = RunDir(tmp_path / "run")
+    run.checkpoints.mkdir(parents=True)
+    save_checkpoint(run, step=1, weights={"w": torch.ones(3)}, state={}, keep=3, name="best")
+    os.replace(run.checkpoints / "best", run.checkpoints / ".best.old.tmp")  # the moment of the kill
+    (run.checkpoints / ".best.tmp").mkdir()  # with its replacement half-written
+    from gankit.run import open_run
+
+    open_run(run.path)
+    assert sorted(p.name for p in run.checkpoints.iterdir()) == ["best"]
+    assert load_checkpoint(run.checkpoints / "best")[1]["step"] == 1
+
+
+def test_stale_latest_pointer_does_not_lose_the_newest_checkpoint(tmp_path):
+    """A kill between renaming a checkpoint into place and updating `latest`: the complete one is used."""
+    cfg = _cfg(extra=["train.keep_checkpoints=5"])
+    train(cfg, tmp_path / "run", progress=False)
+    run = RunDir(tmp_path / "run")
+    (run.checkpoints / "latest").write_text("step-00000003")
+    assert latest_good_checkpoint(run).name == "step-00000006"
+
+
+def test_resume_before_the_first_checkpoint_starts_afresh(tmp_path):
+    cfg = _cfg()
+    train(cfg, tmp_path / "run", progress=False)
+    run = RunDir(tmp_path / "run")
+    for p in run.checkpoints.iterdir():  # as if killed before any checkpoint was written
+        p.unlink() if p.is_file() else __import__("shutil").rmtree(p)
+    with pytest.warns(UserWarning, match="no complete checkpoint yet; starting from step 0"):
+        assert train(cfg, run.path, resume=True, progress=False).step == 6
+    assert [r["step"] for r in read_stats(run) if "kind" not in r] == [2, 4, 6]
+
+
+# ---- no code runs from a file ---------------------------------------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this runs ``touch marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _plant(ckpt, name, blob):
+    """Replace a checkpoint file and fix its manifest, so only the file's format stands in the way."""
+    (ckpt / name).write_bytes(blob)
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    manifest[name] = file_digest(ckpt / name)
+    (ckpt / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("kind", ["pickle as weights", "torch.save as weights", "torch.save as state tensors",
+                                  "pickle as state.json"])
+def test_crafted_pickle_in_a_checkpoint_is_refused(kind, tmp_path):
+    train(_cfg(), tmp_path / "run", progress=False)
+    run = RunDir(tmp_path / "run")
+    ckpt = latest_good_checkpoint(run)
+    marker = tmp_path / "pwned"
+    if kind == "pickle as weights":
+        _plant(ckpt, "weights.safetensors", pickle.dumps({"G.w": _Payload(marker)}))
+    elif kind == "torch.save as weights":
+        torch.save({"G.w": _Payload(marker)}, ckpt / "x.pt")
+        _plant(ckpt, "weights.safetensors", (ckpt / "x.pt").read_bytes())
+    elif kind == "torch.save as state tensors":
+        torch.save({"s": _Payload(marker)}, ckpt / "x.pt")
+        _plant(ckpt, "state.safetensors", (ckpt / "x.pt").read_bytes())
+    else:
+        _plant(ckpt, "state.json", pickle.dumps(_Payload(marker)))
+    with pytest.raises(GankitError, match="unreadable checkpoint"):
+        load_checkpoint(ckpt)
+    with pytest.raises(GankitError, match="unreadable checkpoint"):
+        load_generator(run.path)
+    with pytest.raises(GankitError, match="unreadable checkpoint"):
+        train(_cfg(steps=9), run.path, resume=True, progress=False)
+    assert not marker.exists()
+    from click.testing import CliRunner
+
+    from gankit.cli import main
+
+    r = CliRunner().invoke(main, ["sample", str(run.path), "--n", "4", "--out", str(tmp_path / "g.png")])
+    assert r.exit_code == 2 and "unreadable checkpoint" in r.output and "Traceback" not in r.output
+    assert not marker.exists()
+
+
+def test_crafted_cifar_archive_cannot_run_code(tmp_path):
+    """The same payload as a data_batch_1 inside the official archive's layout."""
+    import io
+    import tarfile
+
+    from gankit.data import load_dataset
+
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps({b"data": _Payload(marker), b"labels": [0]}, protocol=2)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]:
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(evil)
+            tar.addfile(info, io.BytesIO(evil))
+    (tmp_path / "cifar10").mkdir()
+    (tmp_path / "cifar10" / "cifar-10-python.tar.gz").write_bytes(buf.getvalue())
+    with pytest.raises(GankitError, match=r"data_batch_1.*refused, nothing in it ran.*posix.system"):
+        load_dataset("cifar10", root=tmp_path, verify=False)
+    assert not marker.exists()
+
+
+# ---- the kill test (short form; benchmarks/kill_soak.py is the long one) ---------------------------------------
+
+
+def test_sigkill_during_training_and_checkpoint_writes(tmp_path):
+    """SIGKILL while training and inside a checkpoint write, resume each time: the run directory always
+    loads, at most one checkpoint interval is lost, and the final weights equal an uninterrupted run's."""
+    from benchmarks.kill_soak import soak
+
+    rep = soak(tmp_path / "run", kills=2, seed=1, steps=30, checkpoint_every=5, pause=0.2,
+               modes=("mid-write", "train"), reference=tmp_path / "ref", fork=True, log=lambda *_: None)
+    assert [k.mode for k in rep.kills] == ["mid-write", "train"]
+    assert rep.kills[0].mid_write_seen  # the kill landed inside a checkpoint write
+    assert all(k.loadable for k in rep.kills)
+    assert all(0 <= k.lost <= 5 for k in rep.kills), rep.kills
+    assert rep.finished and rep.weights_equal and rep.losses_equal and rep.leftovers == []
