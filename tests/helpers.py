@@ -31,7 +31,8 @@ def fake_mnist(root: Path, *, folder: str = "mnist", n_train: int = 50, n_test: 
 
 def tiny_overrides(steps: int = 6) -> list[str]:
     """Overrides that make any preset a seconds-long run."""
-    return [f"train.steps={steps}", "train.log_every=2", "train.sample_every=3", "train.checkpoint_every=3",
+    # one thread: tiny nets spend more time synchronising threads than computing
+    return [f"train.steps={steps}", "train.threads=1", "train.log_every=2", "train.sample_every=3", "train.checkpoint_every=3",
             "train.sample_grid=4", "data.limit=256", "data.batch_size=4", "train.g_batch_size=4",
             "schedule.every=2", "schedule.max_phase_steps=2", "schedule.val_size=8"]
 

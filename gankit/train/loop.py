@@ -121,7 +121,19 @@ class _Probe:
 
 def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = False, data_root: str | None = None,
           progress: bool = True) -> TrainResult:
-    """Train ``cfg`` into run directory ``out`` (a new one, or an existing one with ``resume``)."""
+    """Train ``cfg`` into run directory ``out`` (a new one, or an existing one with ``resume``).
+
+    ``train.threads`` applies while training; the caller's thread count is restored afterwards.
+    """
+    threads = torch.get_num_threads()
+    try:
+        return _train(cfg, out, resume=resume, force=force, data_root=data_root, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root: str | None,
+           progress: bool) -> TrainResult:
     # ---- set up: threads, device, data ----------------------------------------------------------------
     t = cfg.train
     if t.threads:
