@@ -312,3 +312,31 @@ def test_tensorboard_mirrors_stats_and_samples(tmp_path):
     assert [e.step for e in acc.Images("samples/fixed_noise")] == [0, 3, 6]
     assert [e.step for e in acc.Images("samples/judged")] == [6]
     json.dumps(acc.Tags())  # tags are plain strings
+
+
+def test_a_failing_picture_warns_and_training_goes_on(tmp_path, monkeypatch):
+    import gankit.viz.judge as J
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(J, "judged_grid", broken)
+    cfg = tiny_config("seed002-mlp-mnist", SHARED, steps=3, extra=["train.judge_every=1", "train.tensorboard=false"])
+    with pytest.warns(UserWarning, match="judged grid.*disk full") as caught:
+        result = train(cfg, tmp_path / "run", progress=False)
+    assert result.step == 3 and len([w for w in caught if "judged grid" in str(w.message)]) == 1  # warned once
+
+
+@pytest.mark.parametrize("preset", C.preset_names())
+def test_every_preset_is_watched_and_shown(preset, tmp_path):
+    """Each seed preset, one step: the loop's judged grid, a latent walk, and the conditional pictures."""
+    cfg = tiny_config(preset, SHARED, steps=1, extra=["train.judge_every=1", "train.tensorboard=false"])
+    run = tmp_path / "run"
+    train(cfg, run, progress=False)
+    assert (run / "judge" / "step-00000001.png").exists()
+    r = cli("interpolate", run, "--latent", "--steps", 2, "--rows", 1, "--out", tmp_path / "l.png")
+    assert r.exit_code == 0, r.output
+    if cfg.model.conditional:
+        assert cli("interpolate", run, "--from", 0, "--to", 1, "--steps", 3, "--rows", 2,
+                   "--out", tmp_path / "i.png").exit_code == 0
+        assert cli("clock", run, "--count", "0-1", "--out", tmp_path / "c.gif").exit_code == 0

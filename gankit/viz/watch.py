@@ -18,7 +18,7 @@ from torch import nn
 from gankit.config import Config
 from gankit.run import RunDir
 
-JUDGE_N = 16  # real and generated images in the judged grid written during training
+JUDGE_N = 16  # at most this many real and generated images in the judged grid written during training
 LIVE_REFRESH_S = 30  # how often an open report page reloads itself while the run trains
 
 
@@ -32,7 +32,8 @@ class Watcher:
 
         self.cfg, self.run = cfg, run
         t = cfg.train
-        self.judge_inputs = fixed_judge_inputs(cfg, images, labels, n=JUDGE_N, seed=t.seed) if t.judge_every else None
+        self.judge_inputs = fixed_judge_inputs(cfg, images, labels, n=min(JUDGE_N, t.sample_grid),
+                                               seed=t.seed) if t.judge_every else None
         self.tb = TensorBoardLog(run.path, resume=resume) if wanted(t.tensorboard) else None
         self._failed: set[str] = set()
 
