@@ -36,6 +36,7 @@ th { background: #f3f3f3; } td.l, th.l { text-align: left; }
 pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: .85em; }
 .status { padding: .5em .8em; background: #eef5ff; border-left: 4px solid #4a8; }
 .note { color: #777; font-style: italic; }
+.scroll { overflow-x: auto; }
 """
 
 
@@ -232,7 +233,7 @@ def build_report(run_dir: str | Path, *, refresh: int | None = None, judge_missi
         parts.append(_note("no judged grid: gankit judge RUN, or train.judge_every"))
 
     parts.append("<h2>Metrics</h2>")
-    parts.append(_metrics_table(metric_rows(run, stats)))
+    parts.append(f'<div class="scroll">{_metrics_table(metric_rows(run, stats))}</div>')
     parts.append("<h2>Checkpoints</h2>")
     parts.append(_checkpoint_table(ckpts) if ckpts else _note("no checkpoints yet"))
     parts.append("<h2>Config</h2>")
