@@ -42,7 +42,7 @@ class Watcher:
             fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001  (a picture must not stop training)
             if what not in self._failed:
-                warnings.warn(f"step: could not write the {what} ({type(exc).__name__}: {exc}); training goes on",
+                warnings.warn(f"could not write the {what} ({type(exc).__name__}: {exc}); training goes on",
                               stacklevel=3)
                 self._failed.add(what)
 
