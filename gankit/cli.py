@@ -350,5 +350,141 @@ def evaluator_list() -> None:
             click.echo(f"{name:<16} not trained: gankit evaluator train {name}")
 
 
+# ---- watch and show (gankit/viz) ---------------------------------------------------------------------------
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", "-o", help="picture (default RUN/judge/step-NNNNNNNN.png)")
+@click.option("--n", "n", type=int, default=16, show_default=True, help="real images, and as many generated")
+@click.option("--seed", type=int, help="which real images and noise (default: the run's seed, as in training)")
+@click.option("--checkpoint", help="a checkpoint folder name (default: the latest good one)")
+@click.option("--data-root", type=click.Path(file_okay=False))
+@click.option("--device", default="cpu", show_default=True)
+def judge(run_dir: str, out: str | None, n: int, seed: int | None, checkpoint: str | None, data_root: str | None,
+          device: str) -> None:
+    """Real and generated images side by side, titled with D's probability that each is real."""
+    from gankit.viz.judge import judge_run
+
+    path = judge_run(run_dir, out=out, n=n, seed=seed, checkpoint=checkpoint, root=data_root, device=device)
+    click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", "-o", help=".gif (default RUN/evolution.gif); the strip and the MP4 go beside it")
+@click.option("--fps", type=float, default=5.0, show_default=True)
+@click.option("--hold", type=float, default=2.0, show_default=True, help="seconds on the last frame")
+@click.option("--mp4/--no-mp4", default=None, help="also an MP4 (default: when imageio-ffmpeg is installed)")
+@click.option("--strip", type=int, default=8, show_default=True, help="snapshots in the evolution strip")
+def animate(run_dir: str, out: str | None, fps: float, hold: float, mp4: bool | None, strip: int) -> None:
+    """The fixed-noise grids saved during training as an animated GIF (+ MP4) and an evolution strip."""
+    from gankit.viz.animate import animate_run
+
+    if strip < 1:
+        raise GankitError(f"--strip must be positive, got {strip}")
+    for path in animate_run(run_dir, out=out, fps=fps, hold=hold, mp4=mp4, strip=strip):
+        click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--from", "from_", help="conditional runs: the class to start from (name or number)")
+@click.option("--to", help="conditional runs: the class to end at")
+@click.option("--scale", "scale_class", help="conditional runs: scale this class's label input from 0 to --max-scale")
+@click.option("--max-scale", type=float, default=2.25, show_default=True, help="the seed's n / 4 for n = 0..9")
+@click.option("--latent", is_flag=True, help="any run: spherical paths between seeded noise vectors")
+@click.option("--class", "classes", multiple=True, help="--latent on a conditional run: the rows' classes")
+@click.option("--steps", type=int, default=10, show_default=True, help="images along each path")
+@click.option("--rows", type=int, help="paths (different noise), default 10 (8 for --latent)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "-o", default="interpolation.png", show_default=True,
+              help=".png grid (rows x steps), or .gif/.mp4 animating along the paths")
+@click.option("--checkpoint", help="a checkpoint folder name (default: the latest good one)")
+@click.option("--device", default="cpu", show_default=True)
+def interpolate(run_dir: str, from_: str | None, to: str | None, scale_class: str | None, max_scale: float,
+                latent: bool, classes: tuple[str, ...], steps: int, rows: int | None, seed: int, out: str,
+                checkpoint: str | None, device: str) -> None:
+    """Walk between classes (--from A --to B), scale one class (--scale C), or walk the latent space (--latent)."""
+    from gankit.sample import class_indices, load_generator
+    from gankit.viz import interpolate as I
+
+    modes = sum([bool(from_ or to), bool(scale_class), latent])
+    if modes != 1:
+        raise GankitError("choose one: --from A --to B, --scale CLASS, or --latent")
+    if (from_ is None) != (to is None):
+        raise GankitError("--from and --to go together")
+    if steps < 2 or (rows is not None and rows < 1):
+        raise GankitError("--steps must be at least 2 and --rows positive")
+    lg = load_generator(run_dir, device=device, checkpoint=checkpoint)
+    if from_ is not None:
+        I._need_conditional(lg, "class interpolation")
+        a, b = class_indices([from_, str(to)], lg.info)
+        images = I.class_interpolation(lg, a, b, steps=steps, rows=rows or 10, seed=seed)
+        what = f"{lg.info.class_names[a]} to {lg.info.class_names[b]}"
+    elif scale_class is not None:
+        I._need_conditional(lg, "class scaling")
+        (c,) = class_indices([scale_class], lg.info)
+        images = I.class_scaling(lg, c, steps=steps, top=max_scale, rows=rows or 10, seed=seed)
+        what = f"class {lg.info.class_names[c]} scaled 0 to {max_scale:g}"
+    else:
+        idx = class_indices(list(classes), lg.info) if classes and lg.cfg.model.conditional else None
+        if classes and not lg.cfg.model.conditional:
+            raise GankitError("this run's generator is not conditional: --class does not apply")
+        images = I.latent_interpolation(lg, steps=steps, rows=rows or 8, seed=seed, classes=idx)
+        what = "latent paths"
+    path = I.write_table(images, out)
+    click.echo(f"wrote {path}: {what}, {images.shape[0]} rows x {steps} steps (step {lg.step})")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--time", "time_", default="12:34", show_default=True, help="HH:MM shown, then faded to the next minute")
+@click.option("--minutes", type=int, default=1, show_default=True, help="minute changes to show")
+@click.option("--count", help="instead of a clock: one digit counting A-B and back to A (the seed's loop: 0-9)")
+@click.option("--out", "-o", default="clock.gif", show_default=True, help=".gif or .mp4")
+@click.option("--fps", type=float, default=50.0, show_default=True, help="frames per second of the fades (GIF: <= 50)")
+@click.option("--hold", type=float, default=1.0, show_default=True, help="seconds each settled display stays")
+@click.option("--checkpoint", help="a checkpoint folder name (default: the latest good one)")
+@click.option("--device", default="cpu", show_default=True)
+def clock(run_dir: str, time_: str, minutes: int, count: str | None, out: str, fps: float, hold: float,
+          checkpoint: str | None, device: str) -> None:
+    """Seed 003's digital clock: generated digits cross-fading to the next minute (conditional digit runs)."""
+    from gankit.sample import load_generator
+    from gankit.viz.interpolate import clock as make_clock
+    from gankit.viz.interpolate import write_clock
+
+    lg = load_generator(run_dir, device=device, checkpoint=checkpoint)
+    frames, settled = make_clock(lg, start=time_, count=count, minutes=minutes)
+    path = write_clock(frames, settled, out, fps=fps, hold=hold)
+    click.echo(f"wrote {path}: {len(frames)} frames (step {lg.step})")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", "-o", help=".png (default RUN/curves.png)")
+def plot(run_dir: str, out: str | None) -> None:
+    """Learning curves: losses, D's accuracy and the metrics, against steps and images seen."""
+    from gankit.viz.plots import plot_run
+
+    click.echo(f"wrote {plot_run(run_dir, out=out)}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", "-o", help=".html (default RUN/report.html)")
+@click.option("--refresh", type=int, help="seconds: the page reloads itself this often (for a run still training)")
+@click.option("--judge/--no-judge", "judge_missing", default=True, show_default=True,
+              help="make the judged grid from the latest checkpoint when the run wrote none")
+@click.option("--data-root", type=click.Path(file_okay=False))
+def report(run_dir: str, out: str | None, refresh: int | None, judge_missing: bool, data_root: str | None) -> None:
+    """One self-contained HTML page about a run: config, curves, samples, evolution, D's verdicts, metrics."""
+    from gankit.viz.report import write_report
+
+    if refresh is not None and refresh <= 0:
+        raise GankitError(f"--refresh must be positive, got {refresh}")
+    path = write_report(run_dir, out=out, refresh=refresh, judge_missing=judge_missing, root=data_root)
+    click.echo(f"wrote {path} (open it in a browser: file://{Path(path).resolve()})")
+
+
 if __name__ == "__main__":
     main()

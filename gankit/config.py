@@ -137,6 +137,9 @@ class TrainConfig:
     sample_grid: int = 64  # images in the fixed-noise grid
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
+    judge_every: int | None = None  # seed 000's judged grid into RUN/judge/ every N steps (gankit/viz)
+    report_every: int | None = None  # rewrite RUN/report.html every N steps; it refreshes itself while training
+    tensorboard: bool | str = "auto"  # events in RUN/tensorboard/: true, false, or "auto" (when it is installed)
 
 
 @dataclass(kw_only=True)
@@ -420,6 +423,10 @@ def validate(cfg: Config) -> Config:
     _check(t.time_limit is None or t.time_limit > 0, "train.time_limit must be positive")
     _check(t.eval_every is None or t.eval_every > 0, "train.eval_every must be positive")
     _check(t.eval_n >= 2, f"train.eval_n must be at least 2, got {t.eval_n}")
+    for key in ("judge_every", "report_every"):
+        _check(getattr(t, key) is None or getattr(t, key) > 0, f"train.{key} must be positive, got {getattr(t, key)}")
+    _check(t.tensorboard in (True, False, "auto"),
+           f"train.tensorboard must be true, false or \"auto\", got {t.tensorboard!r}")
     for key in ("log_every", "sample_every", "sample_grid", "checkpoint_every", "keep_checkpoints"):
         _check(getattr(t, key) > 0, f"train.{key} must be positive, got {getattr(t, key)}")
     return cfg

@@ -28,10 +28,15 @@ class LoadedGenerator:
     info: DatasetInfo
     step: int
     device: torch.device
+    D: nn.Module | None = None  # the same checkpoint's discriminator, when asked for
 
 
-def load_generator(run_dir: str | Path, *, device: str = "cpu", checkpoint: str | None = None) -> LoadedGenerator:
-    """The generator of a run's latest good checkpoint (or of ``checkpoint``, a folder name), in eval mode."""
+def load_generator(run_dir: str | Path, *, device: str = "cpu", checkpoint: str | None = None,
+                   with_discriminator: bool = False) -> LoadedGenerator:
+    """The generator of a run's latest good checkpoint (or of ``checkpoint``, a folder name), in eval mode.
+
+    ``with_discriminator`` also loads that checkpoint's D into ``.D``.
+    """
     run = RunDir(run_dir)
     cfg = run.config()
     path = run.checkpoints / checkpoint if checkpoint else latest_good_checkpoint(run)
@@ -41,11 +46,20 @@ def load_generator(run_dir: str | Path, *, device: str = "cpu", checkpoint: str 
     di = state["data_info"]
     info = DatasetInfo(name=di["name"], resolution=di["resolution"], channels=di["channels"],
                        class_names=tuple(di["class_names"]))
-    G, _ = make_nets(cfg, info)
+    G, D = make_nets(cfg, info)
     prefix = "EMA." if any(k.startswith("EMA.") for k in weights) else "G."
     G.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
     dev = resolve_device(device)
-    return LoadedGenerator(G=G.to(dev).eval(), cfg=cfg, info=info, step=state["step"], device=dev)
+    lg = LoadedGenerator(G=G.to(dev).eval(), cfg=cfg, info=info, step=state["step"], device=dev)
+    if with_discriminator:
+        D.load_state_dict({k[2:]: v for k, v in weights.items() if k.startswith("D.")})
+        lg.D = D.to(dev).eval()
+    return lg
+
+
+def load_discriminator(run_dir: str | Path, *, device: str = "cpu", checkpoint: str | None = None) -> LoadedGenerator:
+    """Like :func:`load_generator`, with the same checkpoint's discriminator in ``.D`` (eval mode)."""
+    return load_generator(run_dir, device=device, checkpoint=checkpoint, with_discriminator=True)
 
 
 def class_indices(requested: list[str], info: DatasetInfo) -> list[int]:

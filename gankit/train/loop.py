@@ -324,6 +324,10 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         bar.n = step
         return True
 
+    from gankit.viz.watch import Watcher  # viz: judged grid, TensorBoard, live report (train.judge_every, ...)
+
+    watch = Watcher(cfg, run, images=images, labels=labels, resume=resume)
+
     # ---- train ---------------------------------------------------------------------------------------------
     from tqdm import tqdm
 
@@ -402,7 +406,9 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
                 seconds += time.perf_counter() - tick
                 tick = time.perf_counter()
                 checkpoint()
+            watch.after_step(step, G=G, D=D, final=step == t.steps or out_of_time)  # viz
             if out_of_time:
                 break
     bar.close()
+    watch.close()  # viz
     return TrainResult(run=run, step=step, images_seen=images_seen, last=last, stopped_by=stopped_by)
