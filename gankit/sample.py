@@ -27,10 +27,15 @@ class LoadedGenerator:
     info: DatasetInfo
     step: int
     device: torch.device
+    weights: str = "G"  # which weights: "G" or "G_ema"
 
 
-def load_generator(run_dir: str | Path, *, device: str = "cpu", checkpoint: str | None = None) -> LoadedGenerator:
-    """The generator of a run's latest good checkpoint (or of ``checkpoint``, a folder name), in eval mode."""
+def load_generator(run_dir: str | Path, *, device: str = "cpu", checkpoint: str | None = None,
+                   ema: bool = True) -> LoadedGenerator:
+    """The generator of a run's latest good checkpoint (or of ``checkpoint``, a folder name), in eval mode.
+
+    Runs that keep an average of G's weights (model.ema) give that average, G_ema, unless ``ema`` is False.
+    """
     run = RunDir(run_dir)
     cfg = run.config()
     path = run.checkpoints / checkpoint if checkpoint else latest_good_checkpoint(run)
@@ -41,10 +46,11 @@ def load_generator(run_dir: str | Path, *, device: str = "cpu", checkpoint: str 
     info = DatasetInfo(name=di["name"], resolution=di["resolution"], channels=di["channels"],
                        class_names=tuple(di["class_names"]))
     G, _ = make_nets(cfg, info)
-    prefix = "EMA." if any(k.startswith("EMA.") for k in weights) else "G."
+    prefix = "G_ema." if ema and any(k.startswith("G_ema.") for k in weights) else "G."
     G.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
     dev = resolve_device(device)
-    return LoadedGenerator(G=G.to(dev).eval(), cfg=cfg, info=info, step=state["step"], device=dev)
+    return LoadedGenerator(G=G.to(dev).eval(), cfg=cfg, info=info, step=state["step"], device=dev,
+                           weights=prefix[:-1])
 
 
 def class_indices(requested: list[str], info: DatasetInfo) -> list[int]:

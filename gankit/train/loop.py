@@ -14,11 +14,13 @@ import torch
 from torch import nn
 
 from gankit import registry
+from gankit.augment import diff_augment, parse_policy
 from gankit.config import Config
 from gankit.data import BatchSampler, to_float, to_uint8
 from gankit.errors import GankitError
 from gankit.losses import Objective, d_targets
 from gankit.optim import Optim
+from gankit.penalties import gradient_penalty, r1_penalty
 from gankit.run import (
     RunDir,
     append_stats,
@@ -30,11 +32,13 @@ from gankit.run import (
     truncate_stats,
 )
 from gankit.train.build import load_training_data, make_nets, resolve_device, sample_labels, sample_noise, value_range
+from gankit.train.ema import EMA
 from gankit.train.schedule import build_schedule
 from gankit.viz.grid import default_scale, make_grid, save_image
 
 FIXED_NOISE_OFFSET = 1_000_003  # the fixed sample grid's noise comes from seed + this
 VAL_OFFSET = 2_000_003  # and the schedule's validation batch from seed + this
+AUGMENT_OFFSET = 4_000_037  # DiffAugment's (and the gradient penalty's) random numbers from seed + this
 
 
 @dataclass
@@ -165,6 +169,28 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
         from gankit.evaluate import generator_dfid
 
         evaluate = generator_dfid(cfg, info, n=t.eval_n, root=data_root or cfg.data.root, device=device)
+    # ---- modern pieces: G_ema, DiffAugment of everything D sees, gradient penalties ----------------------
+    ema = EMA(G, decay=cfg.model.ema, start=cfg.model.ema_start) if cfg.model.ema else None
+    policy = parse_policy(t.augment)
+    aug_gen = torch.Generator().manual_seed(t.seed + AUGMENT_OFFSET)  # its state is in every checkpoint
+
+    def D_aug(x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return D(diff_augment(x, policy, aug_gen) if policy else x, y)
+
+    def penalties(real: torch.Tensor, fake: torch.Tensor, y: Any, real_logits: torch.Tensor, r1_now: bool,
+                  logs: dict[str, torch.Tensor]) -> torch.Tensor | float:
+        """WGAN-GP and (lazy) R1 terms for D's loss; R1 reuses the forward pass of ``real_logits``."""
+        total: torch.Tensor | float = 0.0
+        if cfg.loss.gp_weight:
+            gp = gradient_penalty(lambda x: D_aug(x, y), real, fake, generator=aug_gen)
+            total = total + cfg.loss.gp_weight * gp
+            logs["gp"] = gp.detach()
+        if r1_now:
+            r1 = r1_penalty(real_logits, real)
+            total = total + 0.5 * cfg.loss.r1_gamma * cfg.loss.r1_every * r1
+            logs["r1"] = r1.detach()
+        return total
+
     best: dict[str, float] = {}
     torch.manual_seed(t.seed)
     step, images_seen, seconds = 0, 0, 0.0
@@ -184,6 +210,12 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
         torch.set_rng_state(state["rng"]["torch"])
         if device.type == "cuda" and state["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        if ema is not None:  # a run that turns EMA on at resume starts its average from G
+            has_ema = any(k.startswith("G_ema.") for k in weights)
+            ema.load_state_dict({k[6:]: v for k, v in weights.items() if k.startswith("G_ema.")} if has_ema
+                                else G.state_dict())
+        if "augment" in state["rng"]:
+            aug_gen.set_state(state["rng"]["augment"])
         step, images_seen, seconds = state["step"], state["images_seen"], state["seconds"]
         best = state.get("best", {})
         truncate_stats(run, step)
@@ -215,25 +247,28 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
         if objective.uses_targets:
             t_real = d_targets(n, label=cfg.loss.real_label, noise=cfg.loss.label_noise, device=device)
             t_fake = d_targets(n, label=cfg.loss.fake_label, noise=cfg.loss.label_noise, device=device)
+        r1_now = cfg.loss.r1_gamma > 0 and opt_d.iterations % cfg.loss.r1_every == 0
+        if r1_now:  # R1 differentiates D's real logits with respect to the real images
+            real = real.detach().requires_grad_(True)
         opt_d.zero_grad()
         if cfg.loss.d_update == "separate":  # a step on the real batch, then one on the fake batch
-            real_logits = D(real, real_y)
+            real_logits = D_aug(real, real_y)
             loss_real = objective.d_real(real_logits, t_real)
             loss_real.backward()
             opt_d.step()
             opt_d.zero_grad()
-            fake_logits = D(fake, real_y)
+            fake_logits = D_aug(fake, real_y)
             loss_fake = objective.d_fake(fake_logits, t_fake)
             loss_fake.backward()
         elif cfg.loss.d_update == "concat":  # one batch of both, mean loss
             y = torch.cat([real_y, real_y]) if conditional else None
-            real_logits, fake_logits = D(torch.cat([real, fake]), y).split(n)
+            real_logits, fake_logits = D_aug(torch.cat([real, fake]), y).split(n)
             loss_real, loss_fake = objective.d_real(real_logits, t_real), objective.d_fake(fake_logits, t_fake)
-            (0.5 * (loss_real + loss_fake)).backward()
+            (0.5 * (loss_real + loss_fake) + penalties(real, fake, real_y, real_logits, r1_now, logs)).backward()
         else:  # joint: the summed losses of two forward passes
-            real_logits, fake_logits = D(real, real_y), D(fake, real_y)
+            real_logits, fake_logits = D_aug(real, real_y), D_aug(fake, real_y)
             loss_real, loss_fake = objective.d_real(real_logits, t_real), objective.d_fake(fake_logits, t_fake)
-            (loss_real + loss_fake).backward()
+            (loss_real + loss_fake + penalties(real, fake, real_y, real_logits, r1_now, logs)).backward()
         opt_d.step()
         images_seen += n
         acc_real, acc_fake = (real_logits.detach() > 0).float().mean(), (fake_logits.detach() < 0).float().mean()
@@ -244,11 +279,13 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
     def g_update(logs: dict[str, torch.Tensor]) -> None:
         D.requires_grad_(False)  # G's step must not touch D's weights
         y = sample_labels(g_batch, ncls, device=device) if conditional else None
-        fake_logits = D(G(noise(g_batch), y), y)
+        fake_logits = D_aug(G(noise(g_batch), y), y)
         loss_g = objective.g(fake_logits)
         opt_g.zero_grad()
         loss_g.backward()
         opt_g.step()
+        if ema is not None:
+            ema.update(G, step)
         D.requires_grad_(True)
         logs.update(g_loss=loss_g.detach(), g_acc=(fake_logits.detach() > 0).float().mean())
 
@@ -258,7 +295,9 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
     def checkpoint(name: str | None = None) -> None:
         weights = {**{f"G.{k}": v for k, v in G.state_dict().items()},
                    **{f"D.{k}": v for k, v in D.state_dict().items()}}
-        rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if ema is not None:
+            weights.update({f"G_ema.{k}": v for k, v in ema.state_dict().items()})
+        rng: dict[str, Any] = {"torch": torch.get_rng_state(), "augment": aug_gen.get_state()}
         if device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state_all()
         state = {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "sampler": sampler.state_dict(),
@@ -269,9 +308,10 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
         save_checkpoint(run, step=step, weights=weights, state=state, keep=t.keep_checkpoints, name=name)
 
     def snapshot() -> None:
-        G.eval()
+        shown = ema.model if ema is not None else G  # the sample grids show G_ema when the run has one
+        shown.eval()
         with torch.inference_mode():
-            grid = to_uint8(G(grid_z, grid_y), value_range=vrange)
+            grid = to_uint8(shown(grid_z, grid_y), value_range=vrange)
         G.train()
         nrow = ncls if conditional and t.sample_grid % ncls == 0 else None  # one column per class
         save_image(make_grid(grid, nrow=nrow, scale=default_scale(info.resolution)),
@@ -345,7 +385,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
                                  if k in last})
                 sums, counts = {}, {}
             if evaluate is not None and (step % t.eval_every == 0 or step == t.steps):
-                key, value = evaluate(G)
+                key, value = evaluate(ema.model if ema is not None else G)  # G_ema when the run has one
                 append_stats(run, {"step": step, "kind": "eval", key: value})
                 if value < best.get("value", math.inf):
                     best = {"step": step, "metric": key, "value": value}
