@@ -3,7 +3,7 @@
 Generator: a dense layer to ``[width * 2^(n-1), s, s]`` (s = 7 for 28x28 images, 4 for 32 and 64),
 then stride-2 4x4 transposed convolutions, halving the channels as the resolution doubles, each
 followed by batch norm and ReLU, and a last transposed convolution to the image. ``depth`` adds
-that many 3x3 conv + norm + ReLU layers after each upsampling. Conditional: class-conditional
+that many 3x3 conv + norm + ReLU layers at each hidden resolution. Conditional: class-conditional
 batch norm everywhere.
 
 Discriminator: the mirror image: stride-2 4x4 convolutions with LeakyReLU(0.2), doubling the
@@ -51,12 +51,13 @@ class DCGANGenerator(nn.Module):
         self.fc = nn.Linear(latent_dim, ch[0] * start * start)
         self.norms = nn.ModuleList([Norm2d(ch[0], num_classes)])
         self.convs = nn.ModuleList()
-        for i in range(n - 1):
-            self.convs.append(nn.ConvTranspose2d(ch[i], ch[i + 1], 4, 2, 1))
-            self.norms.append(Norm2d(ch[i + 1], num_classes))
-            for _ in range(depth):
-                self.convs.append(nn.Conv2d(ch[i + 1], ch[i + 1], 3, 1, 1))
-                self.norms.append(Norm2d(ch[i + 1], num_classes))
+        for i in range(n):
+            if i > 0:
+                self.convs.append(nn.ConvTranspose2d(ch[i - 1], ch[i], 4, 2, 1))
+                self.norms.append(Norm2d(ch[i], num_classes))
+            for _ in range(depth):  # extra layers at every hidden resolution
+                self.convs.append(nn.Conv2d(ch[i], ch[i], 3, 1, 1))
+                self.norms.append(Norm2d(ch[i], num_classes))
         self.to_image = nn.ConvTranspose2d(ch[-1], channels, 4, 2, 1)
         self.act = nn.ReLU()
         self.out = output_activation(output)
