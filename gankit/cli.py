@@ -140,14 +140,15 @@ def _print_dry_run(cfg: Any) -> None:
 @click.option("--per-class", type=int, help="conditional runs: a grid with one column per class, this many rows")
 @click.option("--checkpoint", help="a checkpoint folder name (default: the latest good one)")
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--no-ema", is_flag=True, help="sample the raw G of a run that keeps G_ema (model.ema)")
 def sample(run_dir: str, n: int, out: str, seed: int, classes: tuple[str, ...], per_class: int | None,
-           checkpoint: str | None, device: str) -> None:
+           checkpoint: str | None, device: str, no_ema: bool) -> None:
     """Generate images from a trained run (conditional runs: --class, --per-class)."""
     import torch
 
     from gankit.sample import class_indices, generate, load_generator, write_samples
 
-    lg = load_generator(run_dir, device=device, checkpoint=checkpoint)
+    lg = load_generator(run_dir, device=device, checkpoint=checkpoint, ema=not no_ema)
     labels, nrow = None, None
     if (classes or per_class) and not lg.cfg.model.conditional:
         raise GankitError("this run's generator is not conditional: --class and --per-class do not apply")
@@ -161,7 +162,7 @@ def sample(run_dir: str, n: int, out: str, seed: int, classes: tuple[str, ...], 
         labels = torch.tensor(idx).repeat_interleave(-(-n // len(idx)))[:n]
     images, labels, z = generate(lg, n, seed=seed, labels=labels)
     path = write_samples(out, images, labels, z, resolution=lg.info.resolution, nrow=nrow)
-    click.echo(f"wrote {n} samples from {run_dir} (step {lg.step}) to {path}")
+    click.echo(f"wrote {n} samples from {run_dir} (step {lg.step}, {lg.weights}) to {path}")
 
 
 # ---- listings ---------------------------------------------------------------------------------------------------
@@ -182,6 +183,7 @@ def presets() -> None:
 @click.argument("kind", required=False)
 def list_(kind: str | None) -> None:
     """List registered things: datasets, generators, discriminators, losses, schedules."""
+    import gankit.augment  # noqa: F401
     import gankit.data  # noqa: F401
     import gankit.losses  # noqa: F401
     import gankit.nets  # noqa: F401
@@ -190,7 +192,7 @@ def list_(kind: str | None) -> None:
     from gankit.config import validate  # noqa: F401  (imports register everything)
 
     kinds = {"datasets": "dataset", "generators": "generator", "discriminators": "discriminator", "losses": "loss",
-             "schedules": "schedule"}
+             "schedules": "schedule", "augments": "augment"}
     if kind and kind not in kinds:
         from gankit.errors import did_you_mean
 
@@ -289,8 +291,9 @@ def data_show(name: str, out: str, n: int, split: str, seed: int, data_root: str
 @click.option("--checkpoint", help="a checkpoint folder name (default: the latest good one)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--data-root", type=click.Path(file_okay=False))
+@click.option("--no-ema", is_flag=True, help="evaluate the raw G of a run that keeps G_ema (model.ema)")
 def eval_(run_dir: str | None, metrics: str, n: int, against: str, real_dataset: str | None, checkpoint: str | None,
-          seed: int, data_root: str | None) -> None:
+          seed: int, data_root: str | None, no_ema: bool) -> None:
     """Quality metrics of a run's generator (a table, and JSON in RUN/eval/)."""
     from gankit.evaluate import evaluate_real, evaluate_run, format_table
 
@@ -301,7 +304,7 @@ def eval_(run_dir: str | None, metrics: str, n: int, against: str, real_dataset:
         result = evaluate_real(real_dataset, metrics=names, n=n, root=data_root)
     elif run_dir:
         result = evaluate_run(run_dir, metrics=names, n=n, against=against, root=data_root, seed=seed,
-                              checkpoint=checkpoint)
+                              checkpoint=checkpoint, ema=not no_ema)
     else:
         raise GankitError("give a run directory, or --real DATASET for the real-vs-real floor")
     click.echo(format_table(result))

@@ -56,6 +56,9 @@ class ModelConfig:
     init: str = "keras"
     g: NetConfig = field(default_factory=NetConfig)
     d: NetConfig = field(default_factory=NetConfig)
+    sn: str = "none"  # spectral norm on every layer of: none | d | both (any arch; dcgan/resnet also take sn = true)
+    ema: float = 0.0  # decay of G's weight average per G step (e.g. 0.999); 0 = no G_ema
+    ema_start: int = 0  # G_ema copies G until this step, then averages
 
 
 @dataclass(kw_only=True)
@@ -69,6 +72,9 @@ class LossConfig:
     # joint: one D step on the summed real and fake losses; concat: one D batch of real and fake images,
     # mean loss (Keras' np.concatenate); separate: a D step on the real batch, then one on the fake batch
     d_update: str = "joint"
+    gp_weight: float = 0.0  # WGAN-GP: weight of the gradient penalty at real/fake interpolates (10 in the paper)
+    r1_gamma: float = 0.0  # R1: gamma of the penalty gamma/2 * ||grad D(real)||^2 (0 = off)
+    r1_every: int = 1  # lazy R1: apply it every k-th D update, scaled by k
 
 
 @dataclass(kw_only=True)
@@ -140,6 +146,7 @@ class TrainConfig:
     judge_every: int | None = None  # seed 000's judged grid into RUN/judge/ every N steps (gankit/viz)
     report_every: int | None = None  # rewrite RUN/report.html every N steps; it refreshes itself while training
     tensorboard: bool | str = "auto"  # events in RUN/tensorboard/: true, false, or "auto" (when it is installed)
+    augment: str = ""  # DiffAugment of every image D sees, e.g. "translation,cutout,color" (see gankit.augment)
 
 
 @dataclass(kw_only=True)
@@ -392,6 +399,16 @@ def validate(cfg: Config) -> Config:
     registry.get("loss", cfg.loss.name)
     _one_of(cfg.loss.d_update, ("joint", "concat", "separate"), "loss.d_update")
     _check(cfg.loss.label_noise >= 0, f"loss.label_noise must be >= 0, got {cfg.loss.label_noise}")
+    _check(cfg.loss.gp_weight >= 0 and cfg.loss.r1_gamma >= 0, "loss.gp_weight and loss.r1_gamma must be >= 0")
+    _check(cfg.loss.r1_every >= 1, f"loss.r1_every must be >= 1, got {cfg.loss.r1_every}")
+    _check(not ((cfg.loss.gp_weight or cfg.loss.r1_gamma) and cfg.loss.d_update == "separate"),
+           "loss.gp_weight and loss.r1_gamma need loss.d_update = joint or concat")
+    _one_of(m.sn, ("none", "d", "both"), "model.sn")
+    _check(m.ema == 0 or 0 < m.ema < 1, f"model.ema must be 0 (off) or a decay in (0, 1), got {m.ema}")
+    _check(m.ema_start >= 0, f"model.ema_start must be >= 0, got {m.ema_start}")
+    from gankit.augment import parse_policy
+
+    parse_policy(t.augment)
     for side in ("g", "d"):
         o: OptimConfig = getattr(cfg.optim, side)
         key = f"optim.{side}"

@@ -145,10 +145,11 @@ def compute_metrics(ev: Evaluator, ref: dict[str, torch.Tensor], fake: torch.Ten
 
 def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METRICS, n: int = 10_000,
                  against: str = "test", root: str | None = None, seed: int = 0, checkpoint: str | None = None,
-                 modes_n: int = MODES_N) -> dict[str, Any]:
+                 modes_n: int = MODES_N, ema: bool = True) -> dict[str, Any]:
     """Evaluate a run's generator (EMA when present) and write the result into the run directory.
 
     ``modes_n``: samples for Stacked MNIST mode counting (the protocol's 26,000 unless a test says less).
+    ``ema``: False evaluates the raw G of a run that also keeps G_ema.
     """
     from gankit.sample import generate, load_generator
 
@@ -161,11 +162,11 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METR
     if against not in ("train", "test"):
         raise GankitError(f"--against must be train or test, got {against!r}")
     t0 = time.perf_counter()
-    lg = load_generator(run_dir, checkpoint=checkpoint)
+    lg = load_generator(run_dir, checkpoint=checkpoint, ema=ema)
     dataset = lg.cfg.data.dataset
     fam = family_of(dataset)
     ev = load_evaluator(fam)
-    result: dict[str, Any] = {"run": str(run_dir), "step": lg.step, "evaluator": fam,
+    result: dict[str, Any] = {"run": str(run_dir), "step": lg.step, "generator": lg.weights, "evaluator": fam,
                               "evaluator_sha256": ev.sha256, "against": against, "n": n, "seed": seed}
     if set(metrics) - {"modes"}:
         # one sample set serves the Inception FID and the evaluator's metrics (sampling can dominate)

@@ -29,12 +29,14 @@ class LoadedGenerator:
     step: int
     device: torch.device
     D: nn.Module | None = None  # the same checkpoint's discriminator, when asked for
+    weights: str = "G"  # which generator weights: "G" or "G_ema"
 
 
 def load_generator(run_dir: str | Path, *, device: str = "cpu", checkpoint: str | None = None,
-                   with_discriminator: bool = False) -> LoadedGenerator:
+                   ema: bool = True, with_discriminator: bool = False) -> LoadedGenerator:
     """The generator of a run's latest good checkpoint (or of ``checkpoint``, a folder name), in eval mode.
 
+    Runs that keep an average of G's weights (model.ema) give that average, G_ema, unless ``ema`` is False.
     ``with_discriminator`` also loads that checkpoint's D into ``.D``.
     """
     run = RunDir(run_dir)
@@ -47,19 +49,21 @@ def load_generator(run_dir: str | Path, *, device: str = "cpu", checkpoint: str 
     info = DatasetInfo(name=di["name"], resolution=di["resolution"], channels=di["channels"],
                        class_names=tuple(di["class_names"]))
     G, D = make_nets(cfg, info)
-    prefix = "EMA." if any(k.startswith("EMA.") for k in weights) else "G."
+    prefix = "G_ema." if ema and any(k.startswith("G_ema.") for k in weights) else "G."
     G.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
     dev = resolve_device(device)
-    lg = LoadedGenerator(G=G.to(dev).eval(), cfg=cfg, info=info, step=state["step"], device=dev)
+    lg = LoadedGenerator(G=G.to(dev).eval(), cfg=cfg, info=info, step=state["step"], device=dev,
+                         weights=prefix[:-1])
     if with_discriminator:
         D.load_state_dict({k[2:]: v for k, v in weights.items() if k.startswith("D.")})
         lg.D = D.to(dev).eval()
     return lg
 
 
-def load_discriminator(run_dir: str | Path, *, device: str = "cpu", checkpoint: str | None = None) -> LoadedGenerator:
+def load_discriminator(run_dir: str | Path, *, device: str = "cpu", checkpoint: str | None = None,
+                       ema: bool = True) -> LoadedGenerator:
     """Like :func:`load_generator`, with the same checkpoint's discriminator in ``.D`` (eval mode)."""
-    return load_generator(run_dir, device=device, checkpoint=checkpoint, with_discriminator=True)
+    return load_generator(run_dir, device=device, checkpoint=checkpoint, ema=ema, with_discriminator=True)
 
 
 def class_indices(requested: list[str], info: DatasetInfo) -> list[int]:

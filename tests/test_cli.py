@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from gankit import config as C
 from gankit.cli import main
 from tests.helpers import tiny_overrides
 
@@ -25,6 +26,13 @@ def test_dry_run_prints_config_and_layer_tables():
     assert r.exit_code == 0, r.output
     assert "[model.g]" in r.output and "generator (mlp): 1,493,520 params" in r.output
     assert "discriminator (mlp): 533,505 params" in r.output
+
+
+@pytest.mark.parametrize("preset", C.preset_names())
+def test_every_preset_dry_runs(preset):
+    r = run("train", "--preset", preset, "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert f"name = \"{preset}\"" in r.output and "# generator (" in r.output and "# discriminator (" in r.output
 
 
 def train_tiny(preset, out, steps):

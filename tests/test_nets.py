@@ -29,17 +29,31 @@ def test_seed_parameter_counts(preset):
     assert (g_total, d_total) == SEED_COUNTS[preset]
 
 
+# Tiny settings per architecture for 3x8x8 images (every registered arch needs an entry).
+TINY = {
+    "layers": ({"layers": ["dense 64", "relu", "reshape 4 4 4", "up 2", "convT 3 3 pad=same", "tanh"]},
+               {"layers": ["conv 8 3 s=2 pad=same", "lrelu 0.2", "flatten", "label", "dense 1"]}),
+    "mlp": ({"hidden": [16]}, {"hidden": [16]}),
+    "dcgan": ({"width": 4, "depth": 1}, {"width": 4, "depth": 1}),
+    "resnet": ({"width": 4}, {"width": 4, "depth": 1}),
+}
+
+
+def _nets(arch, shape, *, conditional=False, g=None, d=None, num_classes=4, extra=()):
+    cfg = C.build(None, overrides=[f"model.g.arch='{arch}'", f"model.d.arch='{arch}'",
+                                   f"model.conditional={str(conditional).lower()}", "model.latent_dim=5", *extra])
+    cfg.model.g.params, cfg.model.d.params = dict(g or TINY[arch][0]), dict(d or TINY[arch][1])
+    return build_nets(cfg.model, image_shape=shape, num_classes=num_classes)
+
+
+def test_every_architecture_has_test_settings():
+    assert set(registry.names("generator")) == set(registry.names("discriminator")) == set(TINY)
+
+
 @pytest.mark.parametrize("arch", registry.names("generator"))
 @pytest.mark.parametrize("conditional", [False, True])
 def test_generators_and_discriminators(arch, conditional):
-    layers = {"layers": {"g": ["dense 64", "relu", "reshape 4 4 4", "up 2", "convT 3 3 pad=same", "tanh"],
-                         "d": ["conv 8 3 s=2 pad=same", "lrelu 0.2", "flatten", "label", "dense 1"]}}
-    params = {"g": {"layers": layers[arch]["g"]}, "d": {"layers": layers[arch]["d"]}} if arch in layers else {
-        "g": {"hidden": [16]}, "d": {"hidden": [16]}}
-    cfg = C.build(None, overrides=[f"model.g.arch='{arch}'", f"model.d.arch='{arch}'",
-                                   f"model.conditional={str(conditional).lower()}", "model.latent_dim=5"])
-    cfg.model.g.params, cfg.model.d.params = params["g"], params["d"]
-    G, D = build_nets(cfg.model, image_shape=(3, 8, 8), num_classes=4)
+    G, D = _nets(arch, (3, 8, 8), conditional=conditional)
     y = torch.tensor([0, 3]) if conditional else None
     x = G(torch.randn(2, 5), y)
     assert x.shape == (2, 3, 8, 8) and x.min() >= -1 and x.max() <= 1
@@ -47,6 +61,113 @@ def test_generators_and_discriminators(arch, conditional):
     if conditional:  # label mixtures (seed 003's interpolation) are accepted too
         mix = torch.tensor([[0.5, 0.5, 0, 0], [0, 0, 0.2, 0.8]])
         assert G(torch.randn(2, 5), mix).shape == (2, 3, 8, 8)
+
+
+@pytest.mark.parametrize("arch", [a for a in registry.names("generator") if a != "layers"])  # layers: fixed shapes
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (3, 64, 64)])
+def test_output_shapes_at_every_resolution(arch, shape):
+    G, D = _nets(arch, shape, conditional=True)
+    y = torch.tensor([1, 2, 3])
+    x = G(torch.randn(3, 5), y)
+    assert x.shape == (3, *shape) and D(x, y).shape == (3,)
+
+
+def _count(net):
+    return sum(p.numel() for p in net.parameters())
+
+
+# Parameter counts worked out by hand from the layer definitions (see each comment).
+COUNTS = {
+    # G: dense 5->4*4*4 (384), BN 4 (8), 3x3 conv 4->4 (148), BN (8), convT 4->3 k4 (195);
+    # D: conv 3->4 k4 (196), 3x3 conv 4->4 (148), linear 4*4*4->1 (65)
+    ("dcgan", (3, 8, 8), False): (743, 409),
+    # conditional: batch norms lose their affine (2*4 each) and gain a per-class scale and shift (2*4*4 each);
+    # D gains the projection embedding (4 classes x 64 features)
+    ("dcgan", (3, 8, 8), True): (743 + 2 * (32 - 8), 409 + 256),
+    # the DCGAN-64 pair for MNIST: dense 100->7*7*128, BN 128, convT 128->64 k4, BN 64, convT 64->1 k4;
+    # D: conv 1->64 k4, conv 64->128 k4, linear 6272->1
+    ("dcgan64", (1, 28, 28), False): (627_200 + 6272 + 256 + 131_136 + 128 + 1025, 1088 + 131_200 + 6273),
+    # SNGAN-style, width w = 4 at 8x8: G dense 5->64 (384), one up block (19w^2 + 7w = 332), BN (8),
+    # conv 4->3 3x3 (111); D first block (3*4*9+4 + 4*4*9+4 + 3*4+4 = 276), one plain block (2*148), linear (5)
+    ("resnet", (3, 8, 8), False): (384 + 332 + 8 + 111, 276 + 296 + 5),
+    ("mlp", (3, 8, 8), False): (6 * 16 + 32 + 17 * 192, 193 * 16 + 17),
+}
+
+
+@pytest.mark.parametrize("key", sorted(COUNTS, key=str))
+def test_parameter_counts(key):
+    arch, shape, conditional = key
+    settings = ({"width": 64}, {"width": 64}) if arch == "dcgan64" else (None, None)
+    G, D = _nets(arch.replace("64", ""), shape, conditional=conditional, g=settings[0], d=settings[1],
+                 extra=["model.latent_dim=100"] if arch == "dcgan64" else ())
+    assert (_count(G), _count(D)) == COUNTS[key]
+
+
+def test_spectral_norm_brings_the_top_singular_value_to_one():
+    from gankit.nets.conditional import apply_spectral_norm
+
+    torch.manual_seed(0)
+    lin = apply_spectral_norm(torch.nn.Sequential(torch.nn.Linear(30, 20)))[0]
+    with torch.no_grad():
+        lin.parametrizations.weight.original.mul_(7.0)
+        for _ in range(30):  # one power iteration per training forward pass
+            lin(torch.randn(2, 30))
+    assert torch.linalg.matrix_norm(lin.weight, 2).item() == pytest.approx(1.0, abs=1e-3)
+    assert torch.linalg.matrix_norm(lin.parametrizations.weight.original, 2).item() > 5
+
+
+@pytest.mark.parametrize("how", ["net", "model"])
+def test_spectral_norm_from_config_keeps_the_init_and_saves_its_vectors(how):
+    extra = ["model.init='dcgan'"] + (["model.sn='d'"] if how == "model" else [])
+    d = {"width": 8, "sn": True} if how == "net" else {"width": 8}
+    _, D = _nets("dcgan", (1, 28, 28), d=d, extra=extra)
+    keys = D.state_dict().keys()
+    convs = [m for m in D.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    assert convs and all(f"{k}.parametrizations.weight.0._u" in keys for k in ("features.0", "head.linear"))
+    raw = D.features[0].parametrizations.weight.original
+    # the N(0, 0.02) init reached the raw weight (through the parametrization it would have been lost,
+    # leaving PyTorch's default, std 1/sqrt(3 * 16) = 0.14 here)
+    assert raw.std().item() == pytest.approx(0.02, rel=0.3)
+    # and the weight D uses is that weight divided by its (power-iteration estimate of the) top singular value
+    w = D.features[0].weight.flatten(1)
+    assert torch.linalg.matrix_norm(w, 2).item() == pytest.approx(1.0, abs=0.15)
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "resnet"])
+def test_projection_discriminator(arch):
+    """D(x, y) = linear(phi(x)) + <embed(y), phi(x)>, and linear in a mixture of labels."""
+    torch.manual_seed(0)
+    _, D = _nets(arch, (3, 8, 8), conditional=True)
+    D.eval()
+    x, y = torch.randn(3, 3, 8, 8), torch.tensor([0, 2, 3])
+    phi = D.features(x) if arch == "dcgan" else torch.relu(D.blocks(x)).sum(dim=(2, 3))  # [N, F]
+    with torch.no_grad():
+        D.head.embed.weight.normal_()
+    embed = D.head.embed.weight.T[y]  # [N, F]: class y's embedding
+    expected = D.head.linear(phi).squeeze(1) + (embed * phi).sum(1)
+    assert torch.allclose(D(x, y), expected, atol=1e-5)
+    mix = 0.25 * torch.nn.functional.one_hot(y, 4).float() + 0.75 * torch.nn.functional.one_hot(y.flip(0), 4).float()
+    assert torch.allclose(D(x, mix), 0.25 * D(x, y) + 0.75 * D(x, y.flip(0)), atol=1e-5)
+
+
+def test_conditional_batch_norm_scales_and_shifts_per_class():
+    from gankit.nets.conditional import Norm2d
+
+    norm = Norm2d(3, num_classes=2)
+    with torch.no_grad():
+        norm.gain[1] = torch.tensor([1.0, 0.0, -0.5])
+        norm.shift[1] = torch.tensor([0.0, 2.0, 0.0])
+    x = torch.randn(4, 3, 5, 5)
+    y = torch.tensor([0, 1, 0, 1])
+    out, plain = norm(x, y), torch.nn.functional.batch_norm(x, None, None, training=True, eps=1e-5)
+    assert torch.allclose(out[0], plain[0], atol=1e-5)  # class 0: plain batch norm
+    scale, shift = torch.tensor([2.0, 1.0, 0.5]).view(3, 1, 1), torch.tensor([0.0, 2.0, 0.0]).view(3, 1, 1)
+    assert torch.allclose(out[1], plain[1] * scale + shift, atol=1e-5)
+
+
+def test_bad_image_side_is_a_clear_error():
+    with pytest.raises(GankitError, match="image side 30 is not 4 x 2"):
+        _nets("dcgan", (1, 30, 30))
 
 
 @pytest.mark.parametrize("size, k, s", [(28, 5, 2), (14, 5, 2), (28, 5, 4), (16, 4, 2), (9, 3, 1)])

@@ -11,10 +11,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from gankit import registry
 from gankit.errors import GankitError, did_you_mean
-from gankit.nets import mlp, sequential  # noqa: F401  (registers)
+from gankit.nets import dcgan, mlp, resnet, sequential  # noqa: F401  (registers)
+from gankit.nets.conditional import apply_spectral_norm, has_spectral_norm
 
 __all__ = ["build_nets", "init_weights", "layer_table"]
 
@@ -39,9 +41,15 @@ def _build(kind: str, arch: str, params: dict[str, Any], fixed: dict[str, Any]) 
 def init_weights(net: nn.Module, scheme: str) -> None:
     """Re-initialise weights: ``keras`` (glorot-uniform kernels, zero biases), ``dcgan`` (N(0, 0.02)),
     ``tf-truncated`` (seed 003: truncated normal with std 2/sqrt(number of weights), cut at 2 std), or
-    ``torch`` (leave PyTorch's defaults). Batch-norm scales start at 1 and shifts at 0 in all."""
+    ``torch`` (leave PyTorch's defaults). Batch-norm scales start at 1 and shifts at 0 in all.
+
+    Spectrally normalised weights are initialised through their raw weight, and their power-iteration
+    vectors are started afresh for it (so the first forward pass already divides by the right norm)."""
     if scheme == "torch":
         return
+    normalised = [m for m in net.modules() if has_spectral_norm(m)]
+    for m in normalised:  # the raw weight back in place of the parametrization, for the in-place init below
+        parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
     for m in net.modules():
         if isinstance(m, nn.Linear | nn.Conv2d | nn.ConvTranspose2d | nn.Embedding):
             if scheme == "tf-truncated":
@@ -62,6 +70,8 @@ def init_weights(net: nn.Module, scheme: str) -> None:
             else:
                 nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+    for m in normalised:
+        apply_spectral_norm(m)
 
 
 def build_nets(model_cfg: Any, *, image_shape: tuple[int, int, int], num_classes: int) -> tuple[nn.Module, nn.Module]:
@@ -73,6 +83,11 @@ def build_nets(model_cfg: Any, *, image_shape: tuple[int, int, int], num_classes
     d = _build("discriminator", model_cfg.d.arch, model_cfg.d.params, fixed)
     init_weights(g, model_cfg.init)
     init_weights(d, model_cfg.init)
+    sn = getattr(model_cfg, "sn", "none")  # the model-level switch, for any architecture
+    if sn in ("d", "both"):
+        apply_spectral_norm(d)
+    if sn == "both":
+        apply_spectral_norm(g)
     return g, d
 
 
@@ -85,11 +100,13 @@ def layer_table(net: nn.Module, *inputs: torch.Tensor) -> tuple[str, int, int]:
     rows: list[tuple[str, str, str, int]] = []
     hooks = []
     for name, mod in net.named_modules():
-        if name and not list(mod.children()):
+        if "parametrizations" in name.split("."):
+            continue  # a spectral-norm parametrization belongs to the layer that holds it
+        if name and not [c for n, c in mod.named_children() if n != "parametrizations"]:
             def hook(m: nn.Module, _inp: Any, out: Any, name: str = name) -> None:
                 shape = tuple(out.shape) if isinstance(out, torch.Tensor) else "?"
-                n = sum(p.numel() for p in m.parameters(recurse=False))
-                n += sum(b.numel() for k, b in m.named_buffers(recurse=False) if k != "num_batches_tracked")
+                n = sum(p.numel() for p in m.parameters())
+                n += sum(b.numel() for k, b in m.named_buffers() if not k.endswith("num_batches_tracked"))
                 rows.append((name, type(m).__name__, str(shape), n))
             hooks.append(mod.register_forward_hook(hook))
     was_training = net.training

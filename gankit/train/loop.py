@@ -15,10 +15,12 @@ import torch
 from torch import nn
 
 from gankit import registry
+from gankit.augment import diff_augment, parse_policy
 from gankit.config import Config
 from gankit.data import BatchSampler, to_float, to_uint8
 from gankit.losses import Objective, d_targets
 from gankit.optim import Optim
+from gankit.penalties import gradient_penalty, r1_penalty
 from gankit.run import (
     RunDir,
     append_stats,
@@ -31,6 +33,7 @@ from gankit.run import (
     truncate_stats,
 )
 from gankit.train.build import load_training_data, make_nets, resolve_device, sample_labels, sample_noise, value_range
+from gankit.train.ema import EMA
 from gankit.train.recovery import Recovery
 from gankit.train.schedule import build_schedule
 from gankit.train.speed import fast_path
@@ -38,6 +41,7 @@ from gankit.viz.grid import default_scale, make_grid, save_image
 
 FIXED_NOISE_OFFSET = 1_000_003  # the fixed sample grid's noise comes from seed + this
 VAL_OFFSET = 2_000_003  # and the schedule's validation batch from seed + this
+AUGMENT_OFFSET = 4_000_037  # DiffAugment's (and the gradient penalty's) random numbers from seed + this
 
 
 @dataclass
@@ -174,6 +178,28 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         from gankit.evaluate import generator_dfid
 
         evaluate = generator_dfid(cfg, info, n=t.eval_n, root=data_root or cfg.data.root, device=device)
+    # ---- modern pieces: G_ema, DiffAugment of everything D sees, gradient penalties ----------------------
+    ema = EMA(G, decay=cfg.model.ema, start=cfg.model.ema_start) if cfg.model.ema else None
+    policy = parse_policy(t.augment)
+    aug_gen = torch.Generator().manual_seed(t.seed + AUGMENT_OFFSET)  # its state is in every checkpoint
+
+    def D_aug(x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return D_fwd(diff_augment(x, policy, aug_gen) if policy else x, y)
+
+    def penalties(real: torch.Tensor, fake: torch.Tensor, y: Any, real_logits: torch.Tensor, r1_now: bool,
+                  logs: dict[str, torch.Tensor]) -> torch.Tensor | float:
+        """WGAN-GP and (lazy) R1 terms for D's loss; R1 reuses the forward pass of ``real_logits``."""
+        total: torch.Tensor | float = 0.0
+        if cfg.loss.gp_weight:
+            gp = gradient_penalty(lambda x: D_aug(x, y), real, fake, generator=aug_gen)
+            total = total + cfg.loss.gp_weight * gp
+            logs["gp"] = gp.detach()
+        if r1_now:
+            r1 = r1_penalty(real_logits, real)
+            total = total + 0.5 * cfg.loss.r1_gamma * cfg.loss.r1_every * r1
+            logs["r1"] = r1.detach()
+        return total
+
     best: dict[str, float] = {}
     recovery = Recovery(t)
     torch.manual_seed(t.seed)
@@ -192,6 +218,12 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         torch.set_rng_state(state["rng"]["torch"])
         if device.type == "cuda" and state["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        if ema is not None:  # a run that turns EMA on at resume starts its average from G
+            has_ema = any(k.startswith("G_ema.") for k in weights)
+            ema.load_state_dict({k[6:]: v for k, v in weights.items() if k.startswith("G_ema.")} if has_ema
+                                else G.state_dict())
+        if "augment" in state["rng"]:
+            aug_gen.set_state(state["rng"]["augment"])
         step, images_seen, seconds = state["step"], state["images_seen"], state["seconds"]
         best = state.get("best", {})
         truncate_stats(run, step)
@@ -232,29 +264,32 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         if objective.uses_targets:
             t_real = d_targets(n, label=cfg.loss.real_label, noise=cfg.loss.label_noise, device=device)
             t_fake = d_targets(n, label=cfg.loss.fake_label, noise=cfg.loss.label_noise, device=device)
+        r1_now = cfg.loss.r1_gamma > 0 and opt_d.iterations % cfg.loss.r1_every == 0
+        if r1_now:  # R1 differentiates D's real logits with respect to the real images
+            real = real.detach().requires_grad_(True)
         opt_d.zero_grad()
         if cfg.loss.d_update == "separate":  # a step on the real batch, then one on the fake batch
             with fast.autocast():
-                real_logits = D_fwd(real, real_y).float()
+                real_logits = D_aug(real, real_y).float()
             loss_real = objective.d_real(real_logits, t_real)
             loss_real.backward()
             opt_d.step()
             opt_d.zero_grad()
             with fast.autocast():
-                fake_logits = D_fwd(fake, real_y).float()
+                fake_logits = D_aug(fake, real_y).float()
             loss_fake = objective.d_fake(fake_logits, t_fake)
             loss_fake.backward()
         elif cfg.loss.d_update == "concat":  # one batch of both, mean loss
             y = torch.cat([real_y, real_y]) if conditional else None
             with fast.autocast():
-                real_logits, fake_logits = D_fwd(torch.cat([real, fake]), y).float().split(n)
+                real_logits, fake_logits = D_aug(torch.cat([real, fake]), y).float().split(n)
             loss_real, loss_fake = objective.d_real(real_logits, t_real), objective.d_fake(fake_logits, t_fake)
-            (0.5 * (loss_real + loss_fake)).backward()
+            (0.5 * (loss_real + loss_fake) + penalties(real, fake, real_y, real_logits, r1_now, logs)).backward()
         else:  # joint: the summed losses of two forward passes
             with fast.autocast():
-                real_logits, fake_logits = D_fwd(real, real_y).float(), D_fwd(fake, real_y).float()
+                real_logits, fake_logits = D_aug(real, real_y).float(), D_aug(fake, real_y).float()
             loss_real, loss_fake = objective.d_real(real_logits, t_real), objective.d_fake(fake_logits, t_fake)
-            (loss_real + loss_fake).backward()
+            (loss_real + loss_fake + penalties(real, fake, real_y, real_logits, r1_now, logs)).backward()
         opt_d.step()
         images_seen += n
         acc_real, acc_fake = (real_logits.detach() > 0).float().mean(), (fake_logits.detach() < 0).float().mean()
@@ -266,11 +301,13 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         D.requires_grad_(False)  # G's step must not touch D's weights
         y = sample_labels(g_batch, ncls, device=device) if conditional else None
         with fast.autocast():
-            fake_logits = D_fwd(G_fwd(noise(g_batch), y), y).float()
+            fake_logits = D_aug(G_fwd(noise(g_batch), y), y).float()
         loss_g = objective.g(fake_logits)
         opt_g.zero_grad()
         loss_g.backward()
         opt_g.step()
+        if ema is not None:
+            ema.update(G, step)
         D.requires_grad_(True)
         logs.update(g_loss=loss_g.detach(), g_acc=(fake_logits.detach() > 0).float().mean())
 
@@ -281,7 +318,9 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         recovery.saved(step)
         weights = {**{f"G.{k}": v for k, v in G.state_dict().items()},
                    **{f"D.{k}": v for k, v in D.state_dict().items()}}
-        rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if ema is not None:
+            weights.update({f"G_ema.{k}": v for k, v in ema.state_dict().items()})
+        rng: dict[str, Any] = {"torch": torch.get_rng_state(), "augment": aug_gen.get_state()}
         if device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state_all()
         state = {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "sampler": sampler.state_dict(),
@@ -292,9 +331,10 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         save_checkpoint(run, step=step, weights=weights, state=state, keep=t.keep_checkpoints, name=name)
 
     def snapshot() -> None:
-        G.eval()
+        shown = ema.model if ema is not None else G  # the sample grids show G_ema when the run has one
+        shown.eval()
         with torch.inference_mode():
-            grid = to_uint8(G(grid_z, grid_y), value_range=vrange)
+            grid = to_uint8(shown(grid_z, grid_y), value_range=vrange)
         G.train()
         nrow = ncls if conditional and t.sample_grid % ncls == 0 else None  # one column per class
         save_image(make_grid(grid, nrow=nrow, scale=default_scale(info.resolution)),
@@ -387,7 +427,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
                 bar.set_postfix({k: f"{last[k]:.3f}" for k in ("d_loss", "g_loss", "d_acc_real", "d_acc_fake")
                                  if k in last})
             if evaluate is not None and (step % t.eval_every == 0 or step == t.steps):
-                key, value = evaluate(G)
+                key, value = evaluate(ema.model if ema is not None else G)  # G_ema when the run has one
                 append_stats(run, {"step": step, "kind": "eval", key: value})
                 if value < best.get("value", math.inf):
                     best = {"step": step, "metric": key, "value": value}

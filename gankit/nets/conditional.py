@@ -1,0 +1,83 @@
+"""Building blocks shared by the dcgan and resnet families: (conditional) batch norm, the projection
+head, and spectral normalisation.
+
+- Conditional batch norm (de Vries et al. 2017; Miyato & Koyama 2018): batch norm without its own
+  affine transform, followed by a per-class scale and shift, the way a class enters the generator.
+- Projection discriminator (Miyato & Koyama 2018): ``D(x, y) = w . phi(x) + b + <embed(y), phi(x)>``.
+- Spectral normalisation (Miyato et al. 2018): every weight divided by its largest singular value,
+  estimated by one power iteration per training forward pass; the power-iteration vectors are
+  buffers, so they are in the state dict and a resumed run continues exactly.
+
+Labels are class indices ``[N]`` or mixtures ``[N, K]`` (rows summing to 1), read through one-hot
+vectors, so a mixture of classes gives the mixture of their scales, shifts and embeddings.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
+
+from gankit.nets.layers import one_hot
+
+SN_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
+
+
+class Norm2d(nn.Module):
+    """Batch norm over ``[N, C, H, W]``; with ``num_classes`` > 0 its scale and shift are per class.
+
+    The class scales start at 1 and the shifts at 0 (stored as offsets initialised to zero, which the
+    net-wide weight initialisation leaves alone), so every class starts from plain batch norm.
+    """
+
+    def __init__(self, channels: int, num_classes: int = 0, *, momentum: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.bn = nn.BatchNorm2d(channels, momentum=momentum, eps=eps, affine=not num_classes)
+        if num_classes:
+            self.gain = nn.Parameter(torch.zeros(num_classes, channels))  # scale - 1 per class
+            self.shift = nn.Parameter(torch.zeros(num_classes, channels))
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.bn(x)
+        if not self.num_classes:
+            return h
+        if labels is None:
+            raise ValueError("this conditional network needs class labels")
+        y = one_hot(labels, self.num_classes, h.dtype)  # [N, K]
+        scale = 1.0 + y @ self.gain  # [N, C]
+        return h * scale[:, :, None, None] + (y @ self.shift)[:, :, None, None]
+
+
+class ProjectionHead(nn.Module):
+    """D's last layer on features ``[N, F]``: a linear logit, plus ``<embed(y), features>`` when conditional."""
+
+    def __init__(self, features: int, num_classes: int = 0) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.linear = nn.Linear(features, 1)
+        self.embed = nn.Linear(num_classes, features, bias=False) if num_classes else None
+
+    def forward(self, h: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.linear(h).squeeze(1)  # [N]
+        if self.embed is None:
+            return out
+        if labels is None:
+            raise ValueError("this conditional network needs class labels")
+        e = self.embed(one_hot(labels, self.num_classes, h.dtype))  # [N, F]: the class embeddings
+        return out + (e * h).sum(1)
+
+
+def apply_spectral_norm(net: nn.Module) -> nn.Module:
+    """Spectrally normalise every linear and convolutional weight of ``net`` not normalised yet."""
+    for m in list(net.modules()):
+        if isinstance(m, SN_LAYERS) and not parametrize.is_parametrized(m, "weight"):
+            spectral_norm(m)
+    return net
+
+
+def has_spectral_norm(m: nn.Module) -> bool:
+    """Whether ``m``'s weight is spectrally normalised."""
+    return parametrize.is_parametrized(m, "weight") and any(
+        type(p).__name__ == "_SpectralNorm" for p in m.parametrizations.weight)

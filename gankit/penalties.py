@@ -1,0 +1,49 @@
+"""Gradient penalties on the discriminator, kept apart from the adversarial objectives (gankit.losses).
+
+Both take D as a function of its input images and return a scalar to add to D's loss (the caller
+applies the weight). The gradient of each sample's logit is taken with respect to that sample only,
+and its norm is over all of the sample's dimensions ``[C, H, W]`` (never across the batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+Tensor = torch.Tensor
+
+
+def per_sample_grad(logits: Tensor, inputs: Tensor) -> Tensor:
+    """d logits[i] / d inputs[i] for every sample, with a graph so a penalty on it can be trained.
+
+    Summing the logits is exact here: sample i's logit depends only on inputs[i] (D has no
+    batch-mixing layers when a gradient penalty is used; batch norm in D would break this).
+    """
+    (grad,) = torch.autograd.grad(logits.sum(), inputs, create_graph=True)
+    return grad  # [N, C, H, W]
+
+
+def gradient_penalty(D: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, *, center: float = 1.0,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """WGAN-GP (Gulrajani et al. 2017): mean over samples of (||grad_x D(x)||_2 - center)^2 at
+    x = eps * real + (1 - eps) * fake, with one eps ~ U[0, 1) per sample.
+
+    ``real`` and ``fake`` are ``[N, C, H, W]``; ``generator`` (CPU) draws eps reproducibly.
+    """
+    n = real.shape[0]
+    eps = torch.rand(n, *([1] * (real.dim() - 1)), generator=generator).to(real.device, real.dtype)  # [N, 1, 1, 1]
+    x = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
+    grad = per_sample_grad(D(x), x)
+    norms = grad.flatten(1).norm(2, dim=1)  # [N]: one norm per sample over C, H, W
+    return (norms - center).pow(2).mean()
+
+
+def r1_penalty(logits: Tensor, real: Tensor) -> Tensor:
+    """R1 (Mescheder et al. 2018): mean over samples of ||grad_x D(x)||^2 on real images.
+
+    ``logits`` must come from ``real`` with ``real.requires_grad`` set (so the forward pass of D's
+    normal loss is reused); the caller scales it by gamma / 2 (and by k when applied every k steps).
+    """
+    grad = per_sample_grad(logits, real)
+    return grad.flatten(1).pow(2).sum(1).mean()

@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from gankit import registry
+from gankit.augment import cutout, diff_augment, parse_policy, translation
+from gankit.errors import GankitError
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("name", registry.names("augment"))
+@pytest.mark.parametrize("shape", [(4, 1, 28, 28), (3, 3, 32, 32)])
+def test_every_augmentation_keeps_shape_is_seeded_and_differentiable(name, shape):
+    x = torch.rand(shape) * 2 - 1
+    a, b = diff_augment(x, (name,), _gen(1)), diff_augment(x, (name,), _gen(1))
+    assert a.shape == x.shape and torch.equal(a, b)  # same generator state: same transforms
+    assert not torch.equal(a, diff_augment(x, (name,), _gen(2)))  # another seed: other transforms
+    assert not torch.equal(a, x)
+    xg = x.clone().requires_grad_(True)
+    diff_augment(xg, (name,), _gen(1)).pow(2).sum().backward()  # G learns through the augmentation
+    assert xg.grad is not None and xg.grad.abs().sum() > 0
+
+
+def test_translation_moves_images_by_whole_pixels_within_an_eighth():
+    x = torch.arange(1, 2 * 16 * 16 + 1, dtype=torch.float).view(2, 1, 16, 16)  # every pixel distinct
+    out = translation(x, _gen(3))
+    for i in range(2):
+        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if torch.equal(out[i], torch.roll(torch.nn.functional.pad(x[i], (2, 2, 2, 2)), (dy, dx), (1, 2))
+                                [:, 2:18, 2:18])]
+        assert len(found) == 1  # exactly one shift of at most 16/8 = 2 pixels, zero-filled
+
+
+def test_cutout_zeroes_one_square_of_half_the_side():
+    x = torch.ones(200, 1, 16, 16)
+    out = cutout(x, _gen(4))
+    zeros = (out == 0).flatten(1).sum(1)
+    assert zeros.max() == 64 and zeros.min() > 0  # 8x8 when inside, less where it hangs over the edge
+    assert ((out == 0) | (out == 1)).all()
+
+
+def test_colour_is_an_affine_map_per_grey_image():
+    """For one channel, brightness, saturation (a no-op) and contrast make x -> a x + b per image."""
+    x = torch.rand(5, 1, 8, 8)
+    out = diff_augment(x, ("color",), _gen(5))
+    for i in range(5):
+        xi, yi = x[i].flatten(), out[i].flatten()
+        a = ((xi - xi.mean()) * (yi - yi.mean())).sum() / (xi - xi.mean()).pow(2).sum()
+        assert torch.allclose(yi, a * (xi - xi.mean()) + yi.mean(), atol=1e-5)
+
+
+def test_policy_parsing():
+    assert parse_policy("translation, cutout,color") == ("translation", "cutout", "color")
+    assert parse_policy("") == ()
+    with pytest.raises(GankitError, match="unknown augmentation 'colour'.*did you mean 'color'"):
+        parse_policy("translation,colour")

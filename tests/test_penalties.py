@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from gankit.penalties import gradient_penalty, r1_penalty
+
+
+def _linear_d(w: torch.Tensor, b: float = 0.3):
+    return lambda x: (x.flatten(1) * w.flatten()).sum(1) + b  # D(x) = <w, x> + b, gradient w everywhere
+
+
+def test_gradient_penalty_of_a_linear_critic():
+    w = torch.zeros(1, 2, 3, 3)
+    w[0, 0, 0, 0], w[0, 1, 2, 2] = 2.0, 2.0  # ||w|| = sqrt(8)
+    real, fake = torch.randn(5, 2, 3, 3), torch.randn(5, 2, 3, 3)
+    gp = gradient_penalty(_linear_d(w), real, fake)
+    assert gp.item() == pytest.approx((8**0.5 - 1) ** 2, rel=1e-6)
+
+
+def test_gradient_penalty_is_per_sample_over_c_h_w():
+    """D(x) = ||x||^2 / 2 has gradient x: each sample's penalty is (||x_i||_2 - 1)^2 at its own interpolate."""
+    real, fake = torch.randn(6, 3, 4, 4) * 2, torch.randn(6, 3, 4, 4)
+    gp = gradient_penalty(lambda x: 0.5 * x.pow(2).flatten(1).sum(1), real, fake,
+                          generator=torch.Generator().manual_seed(7))
+    eps = torch.rand(6, 1, 1, 1, generator=torch.Generator().manual_seed(7))
+    x_hat = eps * real + (1 - eps) * fake
+    expected = (x_hat.flatten(1).norm(dim=1) - 1).pow(2).mean()
+    assert gp.item() == pytest.approx(expected.item(), rel=1e-5)
+    # a batch-wide norm would give a different number
+    assert abs(gp.item() - (x_hat.norm() - 1).pow(2).item()) > 1.0
+
+
+def test_gradient_penalty_trains_the_critic():
+    """The penalty has a graph to D's weights: d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w||."""
+    w = torch.tensor([3.0, 4.0], requires_grad=True)
+    gp = gradient_penalty(lambda x: x.flatten(1) @ w, torch.randn(4, 1, 1, 2), torch.randn(4, 1, 1, 2))
+    gp.backward()
+    assert torch.allclose(w.grad, 2 * (5 - 1) * w.detach() / 5)
+
+
+def test_r1_of_a_linear_critic_and_a_quadratic_one():
+    w = torch.tensor([1.0, -2.0, 0.5, 0.0]).view(1, 1, 2, 2)
+    real = torch.randn(7, 1, 2, 2, requires_grad=True)
+    assert r1_penalty(_linear_d(w)(real), real).item() == pytest.approx(5.25)  # ||w||^2
+    real = torch.randn(7, 3, 2, 2, requires_grad=True)
+    r1 = r1_penalty(0.5 * real.pow(2).flatten(1).sum(1), real)  # gradient x: mean of ||x_i||^2
+    assert r1.item() == pytest.approx(real.detach().pow(2).sum().item() / 7, rel=1e-5)
+    r1.backward()  # differentiable: d/dx mean ||x_i||^2 = 2 x / N
+    assert torch.allclose(real.grad, 2 * real.detach() / 7)
