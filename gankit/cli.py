@@ -79,11 +79,16 @@ def train(preset: str | None, config_file: str | None, steps: int | None, out: s
     if dry_run:
         _print_dry_run(cfg)
         return
-    if out is None:
-        out = str(Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    from gankit import dist
     from gankit.train.loop import train as run_training
 
-    result = run_training(cfg, out, resume=bool(resume), force=force, data_root=data_root, progress=not no_progress)
+    with dist.session(cfg.train.device):  # one rank of a torchrun job, or just this process
+        if out is None:
+            out = dist.from_main(str(Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
+        result = run_training(cfg, out, resume=bool(resume), force=force, data_root=data_root,
+                              progress=not no_progress)
+        if not dist.is_main():
+            return
     last = ", ".join(f"{k}={v:.3f}" for k, v in result.last.items())
     click.echo(f"run: {result.run.path}  step {result.step}  images seen {result.images_seen:,}  {last}")
     if result.stopped_by:

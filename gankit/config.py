@@ -116,6 +116,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     threads: int | None = None  # torch CPU threads (default: PyTorch's choice)
+    sync_batchnorm: bool = False  # under torchrun: batch norm statistics over the global batch (CUDA only)
     fakes_for_d: str = "train"  # G's mode when making D's fakes: train, or eval (Keras' predict())
     g_batch_size: int | None = None  # noise vectors per G update (default: data.batch_size)
     abort_weight_above: float | None = None  # stop when any weight's magnitude exceeds this (seed 003)

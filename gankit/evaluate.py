@@ -234,18 +234,22 @@ def generator_dfid(cfg: Any, info: Any, *, n: int, root: str | None, device: tor
     key = f"dfid{_tag(n)}-test"
 
     def measure(G: torch.nn.Module) -> tuple[str, float]:
+        from gankit import dist
+
         was = G.training
         G.eval()
         out = []
+        lo, hi = dist.chunk(n)  # under torchrun each rank samples and featurizes its share of the fixed noise
         with torch.inference_mode():
-            for i in range(0, n, 500):
-                yb = y[i : i + 500].to(device) if y is not None else None
-                out.append(to_uint8(G(z[i : i + 500].to(device), yb), value_range=value_range(cfg.model)).cpu())
+            for i in range(lo, hi, 500):
+                j = min(i + 500, hi)
+                yb = y[i:j].to(device) if y is not None else None
+                out.append(to_uint8(G(z[i:j].to(device), yb), value_range=value_range(cfg.model)).cpu())
         G.train(was)
         fake = torch.cat(out)
         if fake.shape[1] != ev.meta["channels"]:
             fake = fake.reshape(-1, 1, *fake.shape[2:])
-        return key, fid(ev(fake)[0], ref["features"])
+        return key, fid(dist.gather_rows(ev(fake)[0]), ref["features"])  # all ranks' features, in order
 
     return measure
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gankit import registry
+from gankit import dist, registry
 from gankit.config import Config
 from gankit.data import BatchSampler, to_float, to_uint8
 from gankit.errors import GankitError
@@ -133,11 +133,12 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
     t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
-    device = resolve_device(t.device)
-    if not resume:
+    device = dist.init(resolve_device(t.device))  # ddp: start the process group, this rank's GPU
+    progress = progress and dist.is_main()  # ddp: rank 0 alone prints and writes the run directory
+    if not resume and dist.is_main():
         check_free(out, force=force)  # before the (slow) data load
     data = load_training_data(cfg.data, root=data_root)
-    run = RunDir(out) if resume else create_run(out, cfg, force=force)
+    run = RunDir(out) if resume or not dist.is_main() else create_run(out, cfg, force=force)
     info = data.info
     images = data.images.to(device)  # [N, C, H, W] uint8, resident
     labels = data.labels.to(device)  # [N]
@@ -145,11 +146,15 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
     sampler = BatchSampler(len(data), cfg.data.batch_size, mode=cfg.data.sampler, seed=t.seed)
     conditional, ncls = cfg.model.conditional, info.num_classes
     g_batch = t.g_batch_size or cfg.data.batch_size
+    dist.local_batch(cfg.data.batch_size, "data.batch_size")  # ddp: global batches split evenly over ranks
+    g_batch = dist.local_batch(g_batch, "train.g_batch_size")
 
     # ---- build nets, optimizers, objective, schedule --------------------------------------------------
     G, D = make_nets(cfg, info)
     G.to(device).train()
     D.to(device).train()
+    G_ddp = dist.wrap(G, device, sync_batchnorm=t.sync_batchnorm)  # ddp: for the updates; G and D stay the bare nets
+    D_ddp = dist.wrap(D, device, sync_batchnorm=t.sync_batchnorm)
     opt_g = Optim(list(G.parameters()), cfg.optim.g, device_type=device.type)
     opt_d = Optim(list(D.parameters()), cfg.optim.d, device_type=device.type)
     objective: Objective = registry.get("loss", cfg.loss.name)
@@ -167,6 +172,8 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
         evaluate = generator_dfid(cfg, info, n=t.eval_n, root=data_root or cfg.data.root, device=device)
     best: dict[str, float] = {}
     torch.manual_seed(t.seed)
+    shared = dist.shared_generator(t.seed)  # ddp: every rank draws the global batch's noise, then slices it
+    dist.seed_local(t.seed)
     step, images_seen, seconds = 0, 0, 0.0
 
     # ---- resume ------------------------------------------------------------------------------------------
@@ -181,13 +188,14 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
         opt_d.load_state_dict(state["opt_d"])
         sampler.load_state_dict(state["sampler"])
         schedule.load_state_dict(state["schedule"])
-        torch.set_rng_state(state["rng"]["torch"])
+        dist.set_rng_state(state["rng"]["torch"], shared, seed=t.seed, step=state["step"])
         if device.type == "cuda" and state["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         step, images_seen, seconds = state["step"], state["images_seen"], state["seconds"]
         best = state.get("best", {})
-        truncate_stats(run, step)
-        if step >= t.steps:
+        if dist.is_main():
+            truncate_stats(run, step)
+        if step >= t.steps and dist.is_main():
             print(f"{run.path}: already at step {step} of {t.steps}; raise train.steps (--steps) to go on")
 
     # ---- the pieces of a step ------------------------------------------------------------------------------
@@ -195,13 +203,13 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
 
     def real_batch() -> tuple[torch.Tensor, torch.Tensor | None]:
         if "real" not in current:
-            idx = sampler.next().to(device)
+            idx = dist.shard(sampler.next()).to(device)  # ddp: this rank's slice of the global batch
             current["real"] = to_float(images[idx], value_range=vrange)  # [B, C, H, W]
             current["y"] = labels[idx] if conditional else None
         return current["real"], current["y"]
 
     def noise(n: int) -> torch.Tensor:
-        return sample_noise(n, cfg.model, device=device)
+        return dist.shared_draw(sample_noise, n, cfg.model, device=device, gen=shared)
 
     def d_update(logs: dict[str, torch.Tensor]) -> None:
         nonlocal images_seen
@@ -213,38 +221,40 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
             G.train()
         t_real = t_fake = None
         if objective.uses_targets:
-            t_real = d_targets(n, label=cfg.loss.real_label, noise=cfg.loss.label_noise, device=device)
-            t_fake = d_targets(n, label=cfg.loss.fake_label, noise=cfg.loss.label_noise, device=device)
+            t_real = dist.shared_draw(d_targets, n, label=cfg.loss.real_label, noise=cfg.loss.label_noise,
+                                      device=device, gen=shared)
+            t_fake = dist.shared_draw(d_targets, n, label=cfg.loss.fake_label, noise=cfg.loss.label_noise,
+                                      device=device, gen=shared)
         opt_d.zero_grad()
         if cfg.loss.d_update == "separate":  # a step on the real batch, then one on the fake batch
-            real_logits = D(real, real_y)
+            real_logits = D_ddp(real, real_y)
             loss_real = objective.d_real(real_logits, t_real)
             loss_real.backward()
             opt_d.step()
             opt_d.zero_grad()
-            fake_logits = D(fake, real_y)
+            fake_logits = D_ddp(fake, real_y)
             loss_fake = objective.d_fake(fake_logits, t_fake)
             loss_fake.backward()
         elif cfg.loss.d_update == "concat":  # one batch of both, mean loss
             y = torch.cat([real_y, real_y]) if conditional else None
-            real_logits, fake_logits = D(torch.cat([real, fake]), y).split(n)
+            real_logits, fake_logits = D_ddp(torch.cat([real, fake]), y).split(n)
             loss_real, loss_fake = objective.d_real(real_logits, t_real), objective.d_fake(fake_logits, t_fake)
             (0.5 * (loss_real + loss_fake)).backward()
         else:  # joint: the summed losses of two forward passes
-            real_logits, fake_logits = D(real, real_y), D(fake, real_y)
+            real_logits, fake_logits = D_ddp(real, real_y), D_ddp(fake, real_y)
             loss_real, loss_fake = objective.d_real(real_logits, t_real), objective.d_fake(fake_logits, t_fake)
             (loss_real + loss_fake).backward()
         opt_d.step()
-        images_seen += n
+        images_seen += n * dist.world()
         acc_real, acc_fake = (real_logits.detach() > 0).float().mean(), (fake_logits.detach() < 0).float().mean()
         logs.update(d_loss=0.5 * (loss_real.detach() + loss_fake.detach()), d_loss_real=loss_real.detach(),
                     d_loss_fake=loss_fake.detach(), d_acc_real=acc_real, d_acc_fake=acc_fake,
                     d_acc=0.5 * (acc_real + acc_fake))
 
     def g_update(logs: dict[str, torch.Tensor]) -> None:
-        D.requires_grad_(False)  # G's step must not touch D's weights
-        y = sample_labels(g_batch, ncls, device=device) if conditional else None
-        fake_logits = D(G(noise(g_batch), y), y)
+        D.requires_grad_(False)  # G's step must not touch D's weights (ddp: bare D, so none of its grads sync)
+        y = dist.shared_draw(sample_labels, g_batch, ncls, device=device, gen=shared) if conditional else None
+        fake_logits = D(G_ddp(noise(g_batch), y), y)
         loss_g = objective.g(fake_logits)
         opt_g.zero_grad()
         loss_g.backward()
@@ -254,11 +264,14 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
 
     probe = _Probe(G=G, D=D, objective=objective, make_noise=noise, last_real=real_batch,
                    val=(val_real, val_real_y, val_z, val_fake_y))
+    probe = dist.synced_probe(probe)  # ddp: measurements averaged over ranks, so schedules agree
 
     def checkpoint(name: str | None = None) -> None:
+        if not dist.is_main():
+            return
         weights = {**{f"G.{k}": v for k, v in G.state_dict().items()},
                    **{f"D.{k}": v for k, v in D.state_dict().items()}}
-        rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+        rng: dict[str, Any] = {"torch": dist.rng_state(shared)}
         if device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state_all()
         state = {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "sampler": sampler.state_dict(),
@@ -269,6 +282,8 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
         save_checkpoint(run, step=step, weights=weights, state=state, keep=t.keep_checkpoints, name=name)
 
     def snapshot() -> None:
+        if not dist.is_main():
+            return
         G.eval()
         with torch.inference_mode():
             grid = to_uint8(G(grid_z, grid_y), value_range=vrange)
@@ -305,6 +320,8 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
                 else:
                     for _ in range(plan.g_steps):
                         g_update(logs)
+            dist.fail_for_test(step + 1)
+            dist.average_(logs)  # ddp: the global batch's means
             step += 1
             bar.update(1)
             report = schedule.after_step(step, logs, probe)
@@ -313,14 +330,14 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
                 counts[k] = counts.get(k, 0) + 1
-            if report is not None:
+            if report is not None and dist.is_main():
                 if report.record:
                     append_stats(run, {"step": step, **report.record})
                 if report.line:
                     bar.write(report.line) if progress else print(report.line)
             if t.time_limit is not None and time.perf_counter() - started >= t.time_limit:
                 stopped_by = "time limit"
-            stopped_by = signals.received or stopped_by
+            stopped_by = dist.agree_stop(signals.received or stopped_by)  # ddp: all ranks stop at one step
             out_of_time = stopped_by is not None  # stop now: log, sample and checkpoint this step
             if out_of_time:
                 bar.write(f"{stopped_by} at step {step}: saving a checkpoint") if progress else None
@@ -339,14 +356,16 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
                         raise GankitError(f"training stopped at step {step}: |{where}| reached {biggest:.3g}, above "
                                           f"train.abort_weight_above = {t.abort_weight_above:g}; the last checkpoint "
                                           f"in {run.checkpoints} is intact")
-                append_stats(run, {"step": step, "kimg": images_seen / 1000, "seconds": round(seconds, 3), **last,
-                                   "lr_g": opt_g.lr, "lr_d": opt_d.lr})
+                if dist.is_main():
+                    append_stats(run, {"step": step, "kimg": images_seen / 1000, "seconds": round(seconds, 3), **last,
+                                       "lr_g": opt_g.lr, "lr_d": opt_d.lr})
                 bar.set_postfix({k: f"{last[k]:.3f}" for k in ("d_loss", "g_loss", "d_acc_real", "d_acc_fake")
                                  if k in last})
                 sums, counts = {}, {}
             if evaluate is not None and (step % t.eval_every == 0 or step == t.steps):
                 key, value = evaluate(G)
-                append_stats(run, {"step": step, "kind": "eval", key: value})
+                if dist.is_main():
+                    append_stats(run, {"step": step, "kind": "eval", key: value})
                 if value < best.get("value", math.inf):
                     best = {"step": step, "metric": key, "value": value}
                     checkpoint("best")  # outside the keep-last-N rotation
