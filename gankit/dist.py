@@ -119,13 +119,25 @@ def session(device_name: str = "auto") -> Iterator[None]:
     try:
         yield
         barrier()  # every rank returns once rank 0 has finished writing
-    except torch.distributed.DistError as exc:  # gloo and NCCL failures: a peer died or timed out
-        if not active():
+    except RuntimeError as exc:
+        if not (active() and _from_collective(exc)):
             raise
         raise GankitError(f"rank {rank()} of {world()}: lost contact with the other ranks ({_first_line(exc)}); "
                           "another rank probably failed: see its error above") from None
     finally:
         shutdown()
+
+
+def _from_collective(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside torch.distributed or DDP (gloo's "Connection closed by peer",
+    NCCL errors, timeouts), as opposed to a bug or bad input in gankit itself."""
+    if isinstance(exc, torch.distributed.DistError):
+        return True
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = tb.tb_frame.f_code.co_filename.replace(os.sep, "/") if tb else ""
+    return "/torch/distributed/" in where or "/torch/nn/parallel/" in where
 
 
 def _first_line(exc: BaseException) -> str:
