@@ -280,7 +280,8 @@ def data_show(name: str, out: str, n: int, split: str, seed: int, data_root: str
 @click.argument("run_dir", type=click.Path(file_okay=False), required=False)
 @click.option("--metrics", default="dfid,kid,pr,classes", show_default=True,
               help="comma-separated: dfid, fid (Inception; slow on a CPU), kid, pr, dc, classes, cond-acc, modes")
-@click.option("--n", "n", type=int, default=10_000, show_default=True, help="samples (and real images)")
+@click.option("--n", "-n", "n", type=int, default=10_000, show_default=True,
+              help="samples (and real images); under torchrun write -n (it reads --n as one of its own options)")
 @click.option("--against", type=click.Choice(["train", "test"]), default="test", show_default=True)
 @click.option("--real", "real_dataset", help="score a dataset's train split against its test split (the floor)")
 @click.option("--checkpoint", help="a checkpoint folder name (default: the latest good one)")
@@ -289,19 +290,22 @@ def data_show(name: str, out: str, n: int, split: str, seed: int, data_root: str
 def eval_(run_dir: str | None, metrics: str, n: int, against: str, real_dataset: str | None, checkpoint: str | None,
           seed: int, data_root: str | None) -> None:
     """Quality metrics of a run's generator (a table, and JSON in RUN/eval/)."""
+    from gankit import dist
     from gankit.evaluate import evaluate_real, evaluate_run, format_table
 
     names = tuple(m.strip() for m in metrics.split(",") if m.strip())
     if n <= 1:
         raise GankitError(f"--n must be at least 2, got {n}")
-    if real_dataset:
-        result = evaluate_real(real_dataset, metrics=names, n=n, root=data_root)
-    elif run_dir:
-        result = evaluate_run(run_dir, metrics=names, n=n, against=against, root=data_root, seed=seed,
-                              checkpoint=checkpoint)
-    else:
+    if not (real_dataset or run_dir):
         raise GankitError("give a run directory, or --real DATASET for the real-vs-real floor")
-    click.echo(format_table(result))
+    with dist.session("cpu"):  # under torchrun the ranks share sampling and feature extraction
+        if real_dataset:
+            result = evaluate_real(real_dataset, metrics=names, n=n, root=data_root)
+        else:
+            result = evaluate_run(run_dir, metrics=names, n=n, against=against, root=data_root, seed=seed,
+                                  checkpoint=checkpoint)
+        if dist.is_main():
+            click.echo(format_table(result))
 
 
 # ---- evaluators ------------------------------------------------------------------------------------------------

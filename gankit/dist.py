@@ -275,6 +275,16 @@ def agree_stop(reason: str | None) -> str | None:
     return _STOP_CODES[int(code)]
 
 
+def all_true(flag: bool) -> bool:
+    """Whether ``flag`` holds on every rank (e.g. a cache hit: ranks that took different paths would wait
+    for each other's collectives forever)."""
+    if not active():
+        return flag
+    t = torch.tensor([int(flag)], device=_collective_device())
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+    return bool(t.item())
+
+
 def _collective_device() -> torch.device:
     if torch.distributed.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
@@ -294,6 +304,16 @@ def gather_rows(x: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(padded) for _ in range(world())]
     torch.distributed.all_gather(parts, padded)
     return torch.cat([p[: int(s)] for p, s in zip(parts, sizes, strict=True)]).to(x.device)
+
+
+def map_rows(fn: Callable[[torch.Tensor], Any], x: torch.Tensor) -> Any:
+    """``fn(x)`` for a ``fn`` that treats rows independently (feature extractors), with the rows split over the
+    ranks and the results (a tensor or a tuple of tensors) gathered back in order on every rank."""
+    if not active() or len(x) < world():
+        return fn(x)
+    lo, hi = chunk(len(x))
+    out = fn(x[lo:hi])
+    return tuple(gather_rows(o) for o in out) if isinstance(out, tuple) else gather_rows(out)
 
 
 class SyncedProbe:

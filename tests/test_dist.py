@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # statistics are the one thing DDP cannot make equal to a single process's (SyncBatchNorm needs CUDA).
 OVERRIDES = ["data.dataset='mnist-demo'", "data.limit=256", "data.batch_size=8", "model.g.batch_norm=false",
              "model.g.hidden=[32,64]", "model.d.hidden=[64,32]", "train.log_every=1", "train.checkpoint_every=2",
-             "train.sample_every=2", "train.sample_grid=4", "train.steps=4"]
+             "train.sample_every=2", "train.sample_grid=4", "train.steps=4",
+             "train.eval_every=4", "train.eval_n=51"]  # an odd n: the ranks' shares of the samples differ
 LAUNCH_TIMEOUT = 180  # a hard limit: a hang fails the test instead of stalling the suite
 
 
@@ -134,11 +135,15 @@ def test_ddp_matches_one_process_on_the_global_batch(single: Path, ddp: Path) ->
         _assert_same_weights(_weights(ddp, step), _weights(single, step))
     # logged values are the global batch's, and only rank 0 wrote them (one record per step)
     a, b = read_stats(RunDir(ddp)), read_stats(RunDir(single))
-    assert [r["step"] for r in a] == [1, 2, 3, 4]
-    for ra, rb in zip(a, b, strict=True):
+    logged = [r for r in a if "kimg" in r]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4]
+    for ra, rb in zip(logged, [r for r in b if "kimg" in r], strict=True):
         assert ra["kimg"] == rb["kimg"] == ra["step"] * 8 / 1000
         for k in ("d_loss", "g_loss", "d_acc"):
             assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-6)
+    # the dFID measured during training, sampled and featurized in two halves, is the one-process value
+    (ea,), (eb,) = ([r for r in recs if r.get("kind") == "eval"] for recs in (a, b))
+    assert ea["dfid51-test"] == pytest.approx(eb["dfid51-test"], rel=1e-4)
     assert sorted(p.name for p in (ddp / "samples").iterdir()) == sorted(p.name for p in (single / "samples").iterdir())
 
 
@@ -190,3 +195,19 @@ def test_without_torchrun_the_surviving_rank_says_why_it_stops(tmp_path: Path) -
     assert procs[0].returncode == 2, outs[0][1][-3000:]
     assert "error: rank 0 of 2: lost contact with the other ranks" in outs[0][1]
     assert "Traceback" not in outs[0][1]
+
+
+def test_eval_on_two_processes_gives_the_one_process_metrics(single: Path, tmp_path: Path) -> None:
+    from gankit.evaluate import evaluate_run
+
+    run = tmp_path / "run"
+    shutil.copytree(single, run)
+    metrics = ("dfid", "kid", "classes")
+    expected = evaluate_run(run, metrics=metrics, n=61, modes_n=0)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "gankit", "eval", str(run), "-n", "61", "--metrics", ",".join(metrics)]
+    res = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    table = dict(line.split() for line in res.stdout.splitlines())  # printed once, by rank 0
+    for key in ("dfid61-test", "kid61-test", "is", "class_kl"):
+        assert float(table[key]) == pytest.approx(expected[key], rel=1e-3, abs=1e-4), key
