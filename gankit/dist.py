@@ -137,7 +137,10 @@ def _from_collective(exc: BaseException) -> bool:
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     where = tb.tb_frame.f_code.co_filename.replace(os.sep, "/") if tb else ""
-    return "/torch/distributed/" in where or "/torch/nn/parallel/" in where
+    if "/torch/distributed/" in where or "/torch/nn/parallel/" in where:
+        return True
+    # DDP's gradient all-reduce runs inside backward(), whose error surfaces from autograd
+    return any(word in str(exc) for word in ("gloo", "NCCL", "ProcessGroup", "Connection closed by peer"))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -3,12 +3,14 @@ checkpoints move between process counts, and a crashing rank ends the job with a
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -118,6 +120,28 @@ def test_global_batch_must_split_evenly(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(GankitError, match="data.batch_size = 8 does not split evenly over 3 processes"):
         dist.local_batch(8, "data.batch_size")
     assert dist.local_batch(9, "data.batch_size") == 3
+
+
+def test_only_collective_failures_are_reported_as_lost_contact() -> None:
+    def raised(fn: Callable[[], object]) -> RuntimeError:
+        try:
+            fn()
+        except RuntimeError as exc:
+            return exc
+        raise AssertionError(f"{fn.__name__} did not raise")
+
+    def bug() -> None:
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    def peer_died() -> None:
+        raise RuntimeError("[gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:4992")
+
+    def store_died() -> None:
+        torch.distributed.TCPStore("127.0.0.1", _free_port(), 2, False, timeout=datetime.timedelta(seconds=0.2))
+
+    assert not dist._from_collective(raised(bug))
+    assert dist._from_collective(raised(peer_died))
+    assert dist._from_collective(raised(store_died))
 
 
 def test_timeout_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
