@@ -65,9 +65,9 @@ def main() -> None:
             rows.append({"preset": preset, "processes": procs, "threads": threads, "global_batch": args.batch,
                          "steps": steps, "images_per_second": round(ips, 1), "speedup": round(ips / base, 3)})
             print(f"{preset:<22} {procs:>9} {threads:>7} {steps:>6} {ips:>9.1f} {ips / base:>6.2f}x", flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "ddp_scaling.json").write_text(json.dumps({"cpus": os.cpu_count(), "seconds": args.seconds,
-                                                      "rows": rows}, indent=1))
+            out.mkdir(parents=True, exist_ok=True)  # written after every case, so a failed case keeps the others
+            (out / "ddp_scaling.json").write_text(json.dumps({"cpus": os.cpu_count(), "seconds": args.seconds,
+                                                              "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
