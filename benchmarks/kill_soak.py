@@ -157,7 +157,7 @@ def _finish(run: Path, overrides: list[str], fork: bool) -> tuple[int, str]:
 
 
 def _logged_step(run: RunDir) -> int:
-    steps = [r["step"] for r in read_stats(run) if "kind" not in r]
+    steps = [r["step"] for r in read_stats(run, "train")]
     return max(steps, default=0)
 
 
@@ -300,7 +300,7 @@ def weights_equal(a: RunDir, b: RunDir) -> bool:
 
 def losses(run: RunDir) -> list[dict]:
     """The logged records without wall-clock time."""
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in read_stats(run)]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in read_stats(run, "train")]
 
 
 def main() -> None:

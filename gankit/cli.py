@@ -87,11 +87,16 @@ def train(preset: str | None, config_file: str | None, steps: int | None, out: s
     if dry_run:
         _print_dry_run(cfg)
         return
-    if out is None:
-        out = str(Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    from gankit import dist
     from gankit.train.loop import train as run_training
 
-    result = run_training(cfg, out, resume=bool(resume), force=force, data_root=data_root, progress=not no_progress)
+    with dist.session(cfg.train.device):  # one rank of a torchrun job, or just this process
+        if out is None:
+            out = dist.from_main(str(Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
+        result = run_training(cfg, out, resume=bool(resume), force=force, data_root=data_root,
+                              progress=not no_progress)
+        if not dist.is_main():
+            return
     last = ", ".join(f"{k}={v:.3f}" for k, v in result.last.items())
     click.echo(f"run: {result.run.path}  step {result.step}  images seen {result.images_seen:,}  {last}")
     if result.stopped_by:
@@ -285,7 +290,8 @@ def data_show(name: str, out: str, n: int, split: str, seed: int, data_root: str
 @click.argument("run_dir", type=click.Path(file_okay=False), required=False)
 @click.option("--metrics", default="dfid,kid,pr,classes", show_default=True,
               help="comma-separated: dfid, fid (Inception; slow on a CPU), kid, pr, dc, classes, cond-acc, modes")
-@click.option("--n", "n", type=int, default=10_000, show_default=True, help="samples (and real images)")
+@click.option("--n", "-n", "n", type=int, default=10_000, show_default=True,
+              help="samples (and real images); under torchrun write -n (it reads --n as one of its own options)")
 @click.option("--against", type=click.Choice(["train", "test"]), default="test", show_default=True)
 @click.option("--real", "real_dataset", help="score a dataset's train split against its test split (the floor)")
 @click.option("--checkpoint", help="a checkpoint folder name (default: the latest good one)")
@@ -295,19 +301,22 @@ def data_show(name: str, out: str, n: int, split: str, seed: int, data_root: str
 def eval_(run_dir: str | None, metrics: str, n: int, against: str, real_dataset: str | None, checkpoint: str | None,
           seed: int, data_root: str | None, no_ema: bool) -> None:
     """Quality metrics of a run's generator (a table, and JSON in RUN/eval/)."""
+    from gankit import dist
     from gankit.evaluate import evaluate_real, evaluate_run, format_table
 
     names = tuple(m.strip() for m in metrics.split(",") if m.strip())
     if n <= 1:
         raise GankitError(f"--n must be at least 2, got {n}")
-    if real_dataset:
-        result = evaluate_real(real_dataset, metrics=names, n=n, root=data_root)
-    elif run_dir:
-        result = evaluate_run(run_dir, metrics=names, n=n, against=against, root=data_root, seed=seed,
-                              checkpoint=checkpoint, ema=not no_ema)
-    else:
+    if not (real_dataset or run_dir):
         raise GankitError("give a run directory, or --real DATASET for the real-vs-real floor")
-    click.echo(format_table(result))
+    with dist.session("cpu"):  # under torchrun the ranks share sampling and feature extraction
+        if real_dataset:
+            result = evaluate_real(real_dataset, metrics=names, n=n, root=data_root)
+        else:
+            result = evaluate_run(run_dir, metrics=names, n=n, against=against, root=data_root, seed=seed,
+                                  checkpoint=checkpoint, ema=not no_ema)
+        if dist.is_main():
+            click.echo(format_table(result))
 
 
 # ---- evaluators ------------------------------------------------------------------------------------------------

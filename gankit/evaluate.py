@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gankit import dist
 from gankit.data import Dataset, load_dataset
 from gankit.data.files import atomic_write_bytes, cache_dir
 from gankit.errors import GankitError
@@ -53,13 +54,16 @@ def real_reference(ev: Evaluator, dataset: str, *, split: str, n: int, root: str
         stamps.append((str(p.resolve()) if st else f, st.st_size if st else 0, st.st_mtime_ns if st else 0))
     key = json.dumps([ev.sha256, dataset, split, n, stamps])
     path = cache_dir() / "refstats" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.npz"
+    cached = None
     try:
         with np.load(path) as z:
-            return {k: torch.from_numpy(z[k]) for k in ("features", "probs", "labels")}
+            cached = {k: torch.from_numpy(z[k]) for k in ("features", "probs", "labels")}
     except (OSError, ValueError, KeyError):
         pass
+    if dist.all_true(cached is not None):  # under torchrun all ranks compute it together, or none does
+        return cached
     images, labels = _channels_for(ev, ds.subset(torch.arange(n)))
-    feats, probs = ev(images)
+    feats, probs = dist.map_rows(ev, images)  # under torchrun: split over ranks, gathered
     ref = {"features": feats, "probs": probs, "labels": labels}
     buf = io.BytesIO()
     np.savez(buf, **{k: v.numpy() for k, v in ref.items()})
@@ -79,12 +83,15 @@ def inception_reference(dataset: str, *, split: str, n: int, root: str | None) -
     n = min(n, len(ds))
     key = json.dumps(["inception", inc.sha1, dataset, split, n, ds.files])
     path = cache_dir() / "refstats" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.npz"
+    cached = None
     try:
         with np.load(path) as z:
-            return inc, torch.from_numpy(z["features"])
+            cached = torch.from_numpy(z["features"])
     except (OSError, ValueError, KeyError):
         pass
-    feats = inc(ds.images[:n])
+    if dist.all_true(cached is not None):
+        return inc, cached
+    feats = dist.map_rows(inc, ds.images[:n])
     buf = io.BytesIO()
     np.savez(buf, features=feats.numpy())
     try:
@@ -110,7 +117,7 @@ def compute_metrics(ev: Evaluator, ref: dict[str, torch.Tensor], fake: torch.Ten
 
     ``samples`` names the protocol when it differs from ``len(fake)`` (Stacked MNIST: 3 digits a sample).
     """
-    feats, probs = ev(fake)
+    feats, probs = dist.map_rows(ev, fake)
     out: dict[str, Any] = {}
     n, tag = len(fake), f"{_tag(samples or len(fake))}-{against}"
     k = ev.num_classes
@@ -161,6 +168,8 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METR
                           f"choose from {', '.join(METRICS)}")
     if against not in ("train", "test"):
         raise GankitError(f"--against must be train or test, got {against!r}")
+    if n < dist.world():
+        raise GankitError(f"--n {n} is fewer than the {dist.world()} processes sharing the work")
     t0 = time.perf_counter()
     lg = load_generator(run_dir, checkpoint=checkpoint, ema=ema)
     dataset = lg.cfg.data.dataset
@@ -171,10 +180,11 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METR
     if set(metrics) - {"modes"}:
         # one sample set serves the Inception FID and the evaluator's metrics (sampling can dominate)
         labels = torch.arange(n) % lg.info.num_classes if lg.cfg.model.conditional else None
-        fake, requested, _ = generate(lg, n, seed=seed, labels=labels)
+        fake, requested, _ = generate(lg, n, seed=seed, labels=labels, rows=dist.chunk(n))
+        fake = dist.gather_rows(fake)  # under torchrun each rank made its share of the same samples
     if "fid" in metrics:
         inc, inc_ref = inception_reference(dataset, split=against, n=n, root=root or lg.cfg.data.root)
-        result[f"fid{_tag(n)}-{against}"] = fid(inc(fake), inc_ref)
+        result[f"fid{_tag(n)}-{against}"] = fid(dist.map_rows(inc, fake), inc_ref)
         result["inception_seconds"] = round(inc.seconds, 1)
     if set(metrics) - {"modes", "fid"}:
         ref = real_reference(ev, dataset, split=against, n=n, root=root or lg.cfg.data.root)
@@ -186,11 +196,13 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METR
     if "modes" in metrics:
         if lg.info.channels != 3 or fam != "mnist":
             raise GankitError("the modes metric is for Stacked MNIST generators")
-        fake, _, _ = generate(lg, modes_n, seed=seed)
-        _, probs = ev(fake.reshape(-1, 1, *fake.shape[2:]))
+        fake, _, _ = generate(lg, modes_n, seed=seed, rows=dist.chunk(modes_n))
+        _, probs = dist.map_rows(ev, dist.gather_rows(fake).reshape(-1, 1, *fake.shape[2:]))
         result["modes"], result["modes_kl"] = stacked_modes(probs.argmax(1).reshape(-1, 3))
         result["modes_n"] = modes_n
     result["seconds"] = round(time.perf_counter() - t0, 2)
+    if not dist.is_main():
+        return result  # every rank has the numbers; rank 0 writes them
     out = Path(run_dir) / "eval"
     out.mkdir(exist_ok=True)
     atomic_write_bytes(out / f"step-{lg.step:08d}-{against}-{_tag(n)}.json", json.dumps(result, indent=1).encode())
@@ -212,11 +224,11 @@ def evaluate_real(dataset: str, *, metrics: tuple[str, ...] = DEFAULT_METRICS, n
     result = {"dataset": dataset, "evaluator": ev.name, "n": len(images)}
     result.update(compute_metrics(ev, ref, images, metrics=ok, against="test"))
     if "cond-acc" in metrics:
-        _, probs = ev(images)
+        _, probs = dist.map_rows(ev, images)
         result["cond_acc"] = float((probs.argmax(1) == labels).double().mean())
     if "fid" in metrics:
         inc, inc_ref = inception_reference(dataset, split="test", n=n, root=root)
-        result[f"fid{_tag(len(images))}-test"] = fid(inc(ds.images[idx]), inc_ref)
+        result[f"fid{_tag(len(images))}-test"] = fid(dist.map_rows(inc, ds.images[idx]), inc_ref)
     result["seconds"] = round(time.perf_counter() - t0, 2)
     return result
 
@@ -238,15 +250,17 @@ def generator_dfid(cfg: Any, info: Any, *, n: int, root: str | None, device: tor
         was = G.training
         G.eval()
         out = []
+        lo, hi = dist.chunk(n)  # under torchrun each rank samples and featurizes its share of the fixed noise
         with torch.inference_mode():
-            for i in range(0, n, 500):
-                yb = y[i : i + 500].to(device) if y is not None else None
-                out.append(to_uint8(G(z[i : i + 500].to(device), yb), value_range=value_range(cfg.model)).cpu())
+            for i in range(lo, hi, 500):
+                j = min(i + 500, hi)
+                yb = y[i:j].to(device) if y is not None else None
+                out.append(to_uint8(G(z[i:j].to(device), yb), value_range=value_range(cfg.model)).cpu())
         G.train(was)
         fake = torch.cat(out)
         if fake.shape[1] != ev.meta["channels"]:
             fake = fake.reshape(-1, 1, *fake.shape[2:])
-        return key, fid(ev(fake)[0], ref["features"])
+        return key, fid(dist.gather_rows(ev(fake)[0]), ref["features"])  # all ranks' features, in order
 
     return measure
 

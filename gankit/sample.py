@@ -74,8 +74,13 @@ def class_indices(requested: list[str], info: DatasetInfo) -> list[int]:
 
 
 def generate(lg: LoadedGenerator, n: int, *, seed: int = 0, labels: torch.Tensor | None = None,
-             batch: int = 1000) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """``n`` images as uint8 ``[n, C, H, W]``, their labels (conditional) and the noise, from ``seed``."""
+             batch: int = 1000, rows: tuple[int, int] | None = None,
+             ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """``n`` images as uint8 ``[n, C, H, W]``, their labels (conditional) and the noise, from ``seed``.
+
+    ``rows=(start, stop)`` makes only those images of the ``n`` (all labels and noise are still returned):
+    ranks of a distributed evaluation each make their share of the same samples.
+    """
     if n <= 0:
         raise GankitError(f"--n must be positive, got {n}")
     cfg = lg.cfg
@@ -90,9 +95,11 @@ def generate(lg: LoadedGenerator, n: int, *, seed: int = 0, labels: torch.Tensor
     # matter for a generator's flat input
     fast = fast_path(precision=cfg.train.precision, channels_last=False, compile="off", device=lg.device)
     with torch.inference_mode(), fast.autocast():
-        for i in range(0, n, batch):
-            zb = z[i : i + batch].to(lg.device)
-            yb = labels[i : i + batch].to(lg.device) if labels is not None else None
+        lo, hi = rows or (0, n)
+        for i in range(lo, hi, batch):
+            j = min(i + batch, hi)
+            zb = z[i:j].to(lg.device)
+            yb = labels[i:j].to(lg.device) if labels is not None else None
             out.append(to_uint8(lg.G(zb, yb).float(), value_range=value_range(cfg.model)).cpu())
     return torch.cat(out), labels, z
 

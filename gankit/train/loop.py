@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gankit import registry
+from gankit import dist, registry
 from gankit.augment import diff_augment, parse_policy
 from gankit.config import Config
 from gankit.data import BatchSampler, to_float, to_uint8
@@ -142,12 +142,16 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
-    device = resolve_device(t.device)
+    device = dist.init(resolve_device(t.device))  # ddp: start the process group, this rank's GPU
     fast = fast_path(precision=t.precision, channels_last=t.channels_last, compile=t.compile, device=device)
-    if not resume:
+    progress = progress and dist.is_main()  # ddp: rank 0 alone prints and writes the run directory
+    if not resume and dist.is_main():
         check_free(out, force=force)  # before the (slow) data load
     data = load_training_data(cfg.data, root=data_root)
-    run = open_run(out) if resume else create_run(out, cfg, force=force)
+    if not dist.is_main():
+        run = RunDir(out)
+    else:
+        run = open_run(out) if resume else create_run(out, cfg, force=force)
     info = data.info
     images = data.images.to(device)  # [N, C, H, W] uint8, resident
     labels = data.labels.to(device)  # [N]
@@ -155,6 +159,8 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     sampler = BatchSampler(len(data), cfg.data.batch_size, mode=cfg.data.sampler, seed=t.seed)
     conditional, ncls = cfg.model.conditional, info.num_classes
     g_batch = t.g_batch_size or cfg.data.batch_size
+    dist.local_batch(cfg.data.batch_size, "data.batch_size")  # ddp: global batches split evenly over ranks
+    g_batch = dist.local_batch(g_batch, "train.g_batch_size")
 
     # ---- build nets, optimizers, objective, schedule --------------------------------------------------
     G, D = make_nets(cfg, info)
@@ -162,7 +168,13 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     D.to(device).train()
     fast.prepare(G)
     fast.prepare(D)
-    G_fwd, D_fwd = fast.compiled(G), fast.compiled(D)  # the same modules, maybe through torch.compile
+    G_ddp = dist.wrap(G, device, sync_batchnorm=t.sync_batchnorm)  # ddp: for the updates; G and D stay the bare nets
+    D_ddp = dist.wrap(D, device, sync_batchnorm=t.sync_batchnorm)
+    # forward calls, maybe through torch.compile: the bare nets (fakes for D, D inside G's step) and the
+    # DDP-wrapped ones for each net's own update (the same modules in one process)
+    G_fwd, D_fwd = fast.compiled(G), fast.compiled(D)
+    G_upd = G_fwd if G_ddp is G else fast.compiled(G_ddp)
+    D_upd = D_fwd if D_ddp is D else fast.compiled(D_ddp)
     opt_g = Optim(list(G.parameters()), cfg.optim.g, device_type=device.type)
     opt_d = Optim(list(D.parameters()), cfg.optim.d, device_type=device.type)
     objective: Objective = registry.get("loss", cfg.loss.name)
@@ -183,8 +195,9 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     policy = parse_policy(t.augment)
     aug_gen = torch.Generator().manual_seed(t.seed + AUGMENT_OFFSET)  # its state is in every checkpoint
 
-    def D_aug(x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return D_fwd(diff_augment(x, policy, aug_gen) if policy else x, y)
+    def D_aug(x: torch.Tensor, y: torch.Tensor | None, net: Any = None) -> torch.Tensor:
+        """D (by default the DDP-wrapped one that D's update syncs) on DiffAugmented images."""
+        return (net or D_upd)(diff_augment(x, policy, aug_gen) if policy else x, y)
 
     def penalties(real: torch.Tensor, fake: torch.Tensor, y: Any, real_logits: torch.Tensor, r1_now: bool,
                   logs: dict[str, torch.Tensor]) -> torch.Tensor | float:
@@ -203,6 +216,8 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     best: dict[str, float] = {}
     recovery = Recovery(t)
     torch.manual_seed(t.seed)
+    shared = dist.shared_generator(t.seed)  # ddp: every rank draws the global batch's noise, then slices it
+    dist.seed_local(t.seed)
     step, images_seen, seconds = 0, 0, 0.0
 
     # ---- resume (and roll back after divergence) -----------------------------------------------------------
@@ -215,7 +230,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         opt_d.load_state_dict(state["opt_d"])
         sampler.load_state_dict(state["sampler"])
         schedule.load_state_dict(state["schedule"])
-        torch.set_rng_state(state["rng"]["torch"])
+        dist.set_rng_state(state["rng"]["torch"], shared, seed=t.seed, step=state["step"])
         if device.type == "cuda" and state["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         if ema is not None:  # a run that turns EMA on at resume starts its average from G
@@ -226,17 +241,19 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
             aug_gen.set_state(state["rng"]["augment"])
         step, images_seen, seconds = state["step"], state["images_seen"], state["seconds"]
         best = state.get("best", {})
-        truncate_stats(run, step)
+        if dist.is_main():
+            truncate_stats(run, step)
         return state
 
     if resume:
         ckpt = latest_good_checkpoint(run)
         if ckpt is None:  # killed before its first checkpoint: nothing was saved, so start afresh
-            warnings.warn(f"{run.path}: no complete checkpoint yet; starting from step 0", stacklevel=2)
-            truncate_stats(run, 0)
+            if dist.is_main():
+                warnings.warn(f"{run.path}: no complete checkpoint yet; starting from step 0", stacklevel=2)
+                truncate_stats(run, 0)
         else:
             recovery.load_state_dict(restore(ckpt).get("recovery", {}))
-        if step >= t.steps:
+        if step >= t.steps and dist.is_main():
             print(f"{run.path}: already at step {step} of {t.steps}; raise train.steps (--steps) to go on")
 
     # ---- the pieces of a step ------------------------------------------------------------------------------
@@ -244,13 +261,13 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
 
     def real_batch() -> tuple[torch.Tensor, torch.Tensor | None]:
         if "real" not in current:
-            idx = sampler.next().to(device)
+            idx = dist.shard(sampler.next()).to(device)  # ddp: this rank's slice of the global batch
             current["real"] = fast.images(to_float(images[idx], value_range=vrange))  # [B, C, H, W]
             current["y"] = labels[idx] if conditional else None
         return current["real"], current["y"]
 
     def noise(n: int) -> torch.Tensor:
-        return sample_noise(n, cfg.model, device=device)
+        return dist.shared_draw(sample_noise, n, cfg.model, device=device, gen=shared)
 
     def d_update(logs: dict[str, torch.Tensor]) -> None:
         nonlocal images_seen
@@ -262,8 +279,10 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
             G.train()
         t_real = t_fake = None
         if objective.uses_targets:
-            t_real = d_targets(n, label=cfg.loss.real_label, noise=cfg.loss.label_noise, device=device)
-            t_fake = d_targets(n, label=cfg.loss.fake_label, noise=cfg.loss.label_noise, device=device)
+            t_real = dist.shared_draw(d_targets, n, label=cfg.loss.real_label, noise=cfg.loss.label_noise,
+                                      device=device, gen=shared)
+            t_fake = dist.shared_draw(d_targets, n, label=cfg.loss.fake_label, noise=cfg.loss.label_noise,
+                                      device=device, gen=shared)
         r1_now = cfg.loss.r1_gamma > 0 and opt_d.iterations % cfg.loss.r1_every == 0
         if r1_now:  # R1 differentiates D's real logits with respect to the real images
             real = real.detach().requires_grad_(True)
@@ -291,17 +310,17 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
             loss_real, loss_fake = objective.d_real(real_logits, t_real), objective.d_fake(fake_logits, t_fake)
             (loss_real + loss_fake + penalties(real, fake, real_y, real_logits, r1_now, logs)).backward()
         opt_d.step()
-        images_seen += n
+        images_seen += n * dist.world()
         acc_real, acc_fake = (real_logits.detach() > 0).float().mean(), (fake_logits.detach() < 0).float().mean()
         logs.update(d_loss=0.5 * (loss_real.detach() + loss_fake.detach()), d_loss_real=loss_real.detach(),
                     d_loss_fake=loss_fake.detach(), d_acc_real=acc_real, d_acc_fake=acc_fake,
                     d_acc=0.5 * (acc_real + acc_fake))
 
     def g_update(logs: dict[str, torch.Tensor]) -> None:
-        D.requires_grad_(False)  # G's step must not touch D's weights
-        y = sample_labels(g_batch, ncls, device=device) if conditional else None
+        D.requires_grad_(False)  # G's step must not touch D's weights (ddp: bare D, so none of its grads sync)
+        y = dist.shared_draw(sample_labels, g_batch, ncls, device=device, gen=shared) if conditional else None
         with fast.autocast():
-            fake_logits = D_aug(G_fwd(noise(g_batch), y), y).float()
+            fake_logits = D_aug(G_upd(noise(g_batch), y), y, net=D_fwd).float()
         loss_g = objective.g(fake_logits)
         opt_g.zero_grad()
         loss_g.backward()
@@ -313,14 +332,17 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
 
     probe = _Probe(G=G, D=D, objective=objective, make_noise=noise, last_real=real_batch,
                    val=(val_real, val_real_y, val_z, val_fake_y))
+    probe = dist.synced_probe(probe)  # ddp: measurements averaged over ranks, so schedules agree
 
     def checkpoint(name: str | None = None) -> None:
         recovery.saved(step)
+        if not dist.is_main():
+            return
         weights = {**{f"G.{k}": v for k, v in G.state_dict().items()},
                    **{f"D.{k}": v for k, v in D.state_dict().items()}}
         if ema is not None:
             weights.update({f"G_ema.{k}": v for k, v in ema.state_dict().items()})
-        rng: dict[str, Any] = {"torch": torch.get_rng_state(), "augment": aug_gen.get_state()}
+        rng: dict[str, Any] = {"torch": dist.rng_state(shared), "augment": aug_gen.get_state()}
         if device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state_all()
         state = {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "sampler": sampler.state_dict(),
@@ -331,6 +353,8 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         save_checkpoint(run, step=step, weights=weights, state=state, keep=t.keep_checkpoints, name=name)
 
     def snapshot() -> None:
+        if not dist.is_main():
+            return
         shown = ema.model if ema is not None else G  # the sample grids show G_ema when the run has one
         shown.eval()
         with torch.inference_mode():
@@ -344,7 +368,9 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         snapshot()  # the untrained generator: the first frame of the evolution
         checkpoint()  # and a checkpoint to resume or roll back to before the first interval ends
     # what this (part of the) run computes with: results differ slightly between fp32 and bf16
-    append_stats(run, {"step": step, "kind": "setup", "fast_path": fast.describe(), "torch": torch.__version__})
+    if dist.is_main():
+        append_stats(run, {"step": step, "kind": "setup", "fast_path": fast.describe(), "torch": torch.__version__,
+                           "processes": dist.world()})
 
     def diverged(losses: dict[str, float]) -> bool:
         """On divergence, roll back to the newest good checkpoint with lower learning rates (or GankitError)."""
@@ -357,8 +383,9 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         restore(ckpt)
         for opt in (opt_g, opt_d):
             opt.set_lr_scale(scale)
-        append_stats(run, {"step": step, "kind": "rollback", "diverged_at": at, "reason": reason,
-                           "attempt": recovery.attempts, "lr_scale": scale, "lr_g": opt_g.lr, "lr_d": opt_d.lr})
+        if dist.is_main():
+            append_stats(run, {"step": step, "kind": "rollback", "diverged_at": at, "reason": reason,
+                               "attempt": recovery.attempts, "lr_scale": scale, "lr_g": opt_g.lr, "lr_d": opt_d.lr})
         msg = f"step {at}: diverged ({reason}); rolled back to step {step}, learning rates x{scale:g}"
         warnings.warn(msg, stacklevel=2) if not progress else bar.write(msg)
         bar.n = step
@@ -366,7 +393,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
 
     from gankit.viz.watch import Watcher  # viz: judged grid, TensorBoard, live report (train.judge_every, ...)
 
-    watch = Watcher(cfg, run, images=images, labels=labels, resume=resume)
+    watch = Watcher(cfg, run, images=images, labels=labels, resume=resume) if dist.is_main() else None
 
     # ---- train ---------------------------------------------------------------------------------------------
     from tqdm import tqdm
@@ -393,6 +420,8 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
                 else:
                     for _ in range(plan.g_steps):
                         g_update(logs)
+            dist.fail_for_test(step + 1)
+            dist.average_(logs)  # ddp: the global batch's means
             step += 1
             bar.update(1)
             report = schedule.after_step(step, logs, probe)
@@ -401,14 +430,14 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
                 counts[k] = counts.get(k, 0) + 1
-            if report is not None:
+            if report is not None and dist.is_main():
                 if report.record:
                     append_stats(run, {"step": step, **report.record})
                 if report.line:
                     bar.write(report.line) if progress else print(report.line)
             if t.time_limit is not None and time.perf_counter() - started >= t.time_limit:
                 stopped_by = "time limit"
-            stopped_by = signals.received or stopped_by
+            stopped_by = dist.agree_stop(signals.received or stopped_by)  # ddp: all ranks stop at one step
             out_of_time = stopped_by is not None  # stop now: log, sample and checkpoint this step
             if out_of_time:
                 bar.write(f"{stopped_by} at step {step}: saving a checkpoint") if progress else None
@@ -422,13 +451,15 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
                     if out_of_time:
                         break
                     continue
-                append_stats(run, {"step": step, "kimg": images_seen / 1000, "seconds": round(seconds, 3), **last,
-                                   "lr_g": opt_g.lr, "lr_d": opt_d.lr})
+                if dist.is_main():
+                    append_stats(run, {"step": step, "kimg": images_seen / 1000, "seconds": round(seconds, 3), **last,
+                                       "lr_g": opt_g.lr, "lr_d": opt_d.lr})
                 bar.set_postfix({k: f"{last[k]:.3f}" for k in ("d_loss", "g_loss", "d_acc_real", "d_acc_fake")
                                  if k in last})
             if evaluate is not None and (step % t.eval_every == 0 or step == t.steps):
                 key, value = evaluate(ema.model if ema is not None else G)  # G_ema when the run has one
-                append_stats(run, {"step": step, "kind": "eval", key: value})
+                if dist.is_main():
+                    append_stats(run, {"step": step, "kind": "eval", key: value})
                 if value < best.get("value", math.inf):
                     best = {"step": step, "metric": key, "value": value}
                     checkpoint("best")  # outside the keep-last-N rotation
@@ -446,9 +477,11 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
                 seconds += time.perf_counter() - tick
                 tick = time.perf_counter()
                 checkpoint()
-            watch.after_step(step, G=G, D=D, final=step == t.steps or out_of_time)  # viz
+            if watch is not None:
+                watch.after_step(step, G=G, D=D, final=step == t.steps or out_of_time)  # viz
             if out_of_time:
                 break
     bar.close()
-    watch.close()  # viz
+    if watch is not None:
+        watch.close()  # viz
     return TrainResult(run=run, step=step, images_seen=images_seen, last=last, stopped_by=stopped_by)
