@@ -404,6 +404,9 @@ def validate(cfg: Config) -> Config:
     _check(cfg.loss.r1_every >= 1, f"loss.r1_every must be >= 1, got {cfg.loss.r1_every}")
     _check(not ((cfg.loss.gp_weight or cfg.loss.r1_gamma) and cfg.loss.d_update == "separate"),
            "loss.gp_weight and loss.r1_gamma need loss.d_update = joint or concat")
+    # the penalties differentiate D's gradient (double backward), which torch.compile cannot do
+    _check(not ((cfg.loss.gp_weight or cfg.loss.r1_gamma) and cfg.train.compile != "off"),
+           "loss.gp_weight and loss.r1_gamma need train.compile = 'off' (torch.compile has no double backward)")
     _one_of(m.sn, ("none", "d", "both"), "model.sn")
     _check(m.ema == 0 or 0 < m.ema < 1, f"model.ema must be 0 (off) or a decay in (0, 1), got {m.ema}")
     _check(m.ema_start >= 0, f"model.ema_start must be >= 0, got {m.ema_start}")

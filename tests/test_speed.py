@@ -30,6 +30,8 @@ def test_bad_switches_are_clear_errors():
         speed.fast_path(precision="fp16", channels_last=None, compile="off", device=CPU)
     with pytest.raises(GankitError, match="train.compile"):
         C.build("seed002-mlp-mnist", overrides=["train.compile='fast'"])
+    with pytest.raises(GankitError, match="need train.compile = 'off'"):  # no double backward when compiled
+        C.build("mnist-best", overrides=["train.compile='default'", "loss.r1_gamma=1.0"])
 
 
 def test_autocast_is_bf16_only_when_asked():

@@ -230,9 +230,9 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         opt_d.load_state_dict(state["opt_d"])
         sampler.load_state_dict(state["sampler"])
         schedule.load_state_dict(state["schedule"])
-        dist.set_rng_state(state["rng"]["torch"], shared, seed=t.seed, step=state["step"])
-        if device.type == "cuda" and state["rng"].get("cuda"):
+        if device.type == "cuda" and state["rng"].get("cuda"):  # before set_rng_state, which reseeds each rank
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        dist.set_rng_state(state["rng"]["torch"], shared, seed=t.seed, step=state["step"])
         if ema is not None:  # a run that turns EMA on at resume starts its average from G
             has_ema = any(k.startswith("G_ema.") for k in weights)
             ema.load_state_dict({k[6:]: v for k, v in weights.items() if k.startswith("G_ema.")} if has_ema
@@ -386,8 +386,11 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         if dist.is_main():
             append_stats(run, {"step": step, "kind": "rollback", "diverged_at": at, "reason": reason,
                                "attempt": recovery.attempts, "lr_scale": scale, "lr_g": opt_g.lr, "lr_d": opt_d.lr})
+        if watch is not None:
+            watch.rewound()
         msg = f"step {at}: diverged ({reason}); rolled back to step {step}, learning rates x{scale:g}"
-        warnings.warn(msg, stacklevel=2) if not progress else bar.write(msg)
+        if dist.is_main():
+            warnings.warn(msg, stacklevel=2) if not progress else bar.write(msg)
         bar.n = step
         return True
 

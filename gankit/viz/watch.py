@@ -70,6 +70,11 @@ class Watcher:
 
             self._safely("report", write_report, self.run.path, refresh=None if final else LIVE_REFRESH_S)
 
+    def rewound(self) -> None:
+        """The run rolled back and ``stats.jsonl`` was cut short: mirror to TensorBoard from its new end."""
+        if self.tb is not None and self.run.stats_path.exists():
+            self.tb.offset = min(self.tb.offset, self.run.stats_path.stat().st_size)
+
     def close(self) -> None:
         """Flush TensorBoard (call when training ends)."""
         if self.tb is not None:
