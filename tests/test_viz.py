@@ -340,3 +340,13 @@ def test_every_preset_is_watched_and_shown(preset, tmp_path):
         assert cli("interpolate", run, "--from", 0, "--to", 1, "--steps", 3, "--rows", 2,
                    "--out", tmp_path / "i.png").exit_code == 0
         assert cli("clock", run, "--count", "0-1", "--out", tmp_path / "c.gif").exit_code == 0
+
+
+def test_tensorboard_tags_group_records_by_kind():
+    from gankit.viz.tensorboard import tag
+
+    assert tag("d_loss", {"step": 2, "kimg": 0.1, "d_loss": 0.5}) == "loss/d_loss"
+    assert tag("d_acc_real", {"step": 2, "kimg": 0.1}) == "accuracy/d_acc_real"
+    assert tag("val_loss", {"step": 2, "kind": "schedule"}) == "schedule/val_loss"
+    assert tag("lr_scale", {"step": 2, "kind": "rollback"}) == "rollback/lr_scale"  # not mistaken for a schedule
+    assert tag("dfid2k-test", {"step": 2, "kind": "eval"}) == "eval/dfid2k-test"

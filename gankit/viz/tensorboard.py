@@ -37,11 +37,10 @@ def wanted(setting: bool | str) -> bool:
 
 
 def tag(key: str, record: dict[str, Any]) -> str:
-    """A TensorBoard tag grouping a stats key: loss/, accuracy/, lr/, progress/, eval/, schedule/."""
-    if record.get("kind") == "eval":
-        return f"eval/{key}"
-    if "kimg" not in record:
-        return f"schedule/{key}"  # the schedule's own status records (seed 000's val_loss, val_acc, ...)
+    """A TensorBoard tag grouping a stats key: loss/, accuracy/, lr/, progress/, or the record's kind."""
+    kind = record.get("kind")
+    if kind:  # eval, schedule (seed 000's val_loss, val_acc, ...), setup, rollback: grouped by their kind
+        return f"{kind}/{key}"
     if "loss" in key:
         return f"loss/{key}"
     if "acc" in key:
