@@ -331,15 +331,17 @@ def evaluator() -> None:
 @click.option("--epochs", type=int, default=8, show_default=True)
 @click.option("--width", type=int, default=32, show_default=True, help="channels of the first stage")
 @click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--weight-decay", type=float, default=5e-4, show_default=True, help="AdamW's decoupled decay")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), help="folder (default: the package's evaluators/)")
 @click.option("--data-root", type=click.Path(file_okay=False))
-def evaluator_train(name: str, epochs: int, width: int, lr: float, seed: int, out: str | None,
-                    data_root: str | None) -> None:
+def evaluator_train(name: str, epochs: int, width: int, lr: float, weight_decay: float, seed: int,
+                    out: str | None, data_root: str | None) -> None:
     """Train the evaluator for a dataset family and save it with its test accuracy (a long job)."""
     from gankit.metrics.evaluator import train_evaluator
 
-    meta = train_evaluator(name, root=data_root, epochs=epochs, width=width, lr=lr, seed=seed,
+    meta = train_evaluator(name, root=data_root, epochs=epochs, width=width, lr=lr,
+                           weight_decay=weight_decay, seed=seed,
                            out=Path(out) if out else None, log=click.echo)
     verdict = "meets" if meta["test_accuracy"] >= meta["target_accuracy"] else "is below"
     click.echo(f"{name}: test accuracy {meta['test_accuracy']:.4f} {verdict} the target {meta['target_accuracy']}")

@@ -165,6 +165,26 @@ def test_conditional_batch_norm_scales_and_shifts_per_class():
     assert torch.allclose(out[1], plain[1] * scale + shift, atol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["dcgan", "resnet"])
+def test_label_input_gives_the_class_to_a_fresh_generator(arch):
+    """Conditional BN starts class-blind; with label_input the class is in z from the first step."""
+    z = torch.randn(1, 5).expand(2, 5)
+    y = torch.tensor([0, 3])
+    for label_input, differs in ((False, False), (True, True)):
+        torch.manual_seed(0)
+        G, _ = _nets(arch, (1, 8, 8), conditional=True, g={**TINY[arch][0], "label_input": label_input})
+        G.eval()
+        with torch.no_grad():
+            out = G(z, y)
+        assert (not torch.allclose(out[0], out[1])) is differs
+    assert G.fc.in_features == 5 + 4
+    mix = torch.tensor([[0.5, 0.0, 0.0, 0.5]])  # a mixture of classes enters z as the mixture of one-hots
+    with torch.no_grad():
+        assert G(z[:1], mix).shape == (1, 1, 8, 8)
+    with pytest.raises(GankitError, match="label_input needs a class-conditional model"):
+        _nets(arch, (1, 8, 8), conditional=False, g={**TINY[arch][0], "label_input": True})
+
+
 def test_bad_image_side_is_a_clear_error():
     with pytest.raises(GankitError, match="image side 30 is not 4 x 2"):
         _nets("dcgan", (1, 30, 30))

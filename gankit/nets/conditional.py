@@ -69,6 +69,25 @@ class ProjectionHead(nn.Module):
         return out + (e * h).sum(1)
 
 
+def latent_with_label(z: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+    """``z`` with the one-hot class appended (a generator's ``label_input`` option).
+
+    Conditional batch norm starts class-blind (every class's scale 1, shift 0) and Adam moves those
+    parameters by about one learning rate a step, so in a short run G ignores the class for hundreds
+    of steps; the one-hot in the first dense layer gives G the class from the first step.
+    """
+    if labels is None:
+        raise ValueError("this conditional network needs class labels")
+    return torch.cat([z, one_hot(labels, num_classes, z.dtype)], dim=1)
+
+
+def check_label_input(label_input: bool, num_classes: int) -> bool:
+    """Validate a generator's ``label_input`` setting; whether the class joins the latent vector."""
+    if label_input and not num_classes:
+        raise ValueError("label_input needs a class-conditional model (model.conditional = true)")
+    return bool(label_input)
+
+
 def apply_spectral_norm(net: nn.Module) -> nn.Module:
     """Spectrally normalise every linear and convolutional weight of ``net`` not normalised yet."""
     for m in list(net.modules()):

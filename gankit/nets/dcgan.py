@@ -4,7 +4,7 @@ Generator: a dense layer to ``[width * 2^(n-1), s, s]`` (s = 7 for 28x28 images,
 then stride-2 4x4 transposed convolutions, halving the channels as the resolution doubles, each
 followed by batch norm and ReLU, and a last transposed convolution to the image. ``depth`` adds
 that many 3x3 conv + norm + ReLU layers at each hidden resolution. Conditional: class-conditional
-batch norm everywhere.
+batch norm everywhere, and with ``label_input`` the one-hot class also appended to z.
 
 Discriminator: the mirror image: stride-2 4x4 convolutions with LeakyReLU(0.2), doubling the
 channels, ``depth`` 3x3 convs after each, then one linear logit on the flat features (plus the
@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gankit.nets.conditional import Norm2d, ProjectionHead, apply_spectral_norm
+from gankit.nets.conditional import Norm2d, ProjectionHead, apply_spectral_norm, check_label_input, latent_with_label
 from gankit.nets.mlp import output_activation
 from gankit.registry import register
 
@@ -39,16 +39,18 @@ class DCGANGenerator(nn.Module):
     """See the module docstring; ``width`` is the channels of the last hidden layer."""
 
     def __init__(self, *, latent_dim: int, image_shape: tuple[int, int, int], num_classes: int = 0,
-                 output: str = "tanh", width: int = 64, depth: int = 0, sn: bool = False) -> None:
+                 output: str = "tanh", width: int = 64, depth: int = 0, sn: bool = False,
+                 label_input: bool = False) -> None:
         super().__init__()
         channels, res, _ = image_shape
         start, n = stages(res)
         if width < 1 or depth < 0:
             raise ValueError(f"width must be >= 1 and depth >= 0, got width={width}, depth={depth}")
         self.num_classes, self.start = num_classes, start
+        self.label_input = check_label_input(label_input, num_classes)
         ch = [width * 2 ** (n - 1 - i) for i in range(n)]  # channels at each resolution before the image
         self.c0 = ch[0]
-        self.fc = nn.Linear(latent_dim, ch[0] * start * start)
+        self.fc = nn.Linear(latent_dim + (num_classes if self.label_input else 0), ch[0] * start * start)
         self.norms = nn.ModuleList([Norm2d(ch[0], num_classes)])
         self.convs = nn.ModuleList()
         for i in range(n):
@@ -65,6 +67,8 @@ class DCGANGenerator(nn.Module):
             apply_spectral_norm(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.label_input:
+            z = latent_with_label(z, labels, self.num_classes)
         h = self.fc(z).view(-1, self.c0, self.start, self.start)  # [N, C0, s, s]
         h = self.act(self.norms[0](h, labels))
         for conv, norm in zip(self.convs, self.norms[1:], strict=True):

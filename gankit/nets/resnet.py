@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gankit.nets.conditional import Norm2d, ProjectionHead, apply_spectral_norm
+from gankit.nets.conditional import Norm2d, ProjectionHead, apply_spectral_norm, check_label_input, latent_with_label
 from gankit.nets.dcgan import stages
 from gankit.nets.mlp import output_activation
 from gankit.registry import register
@@ -67,14 +67,15 @@ class ResNetGenerator(nn.Module):
     """See the module docstring."""
 
     def __init__(self, *, latent_dim: int, image_shape: tuple[int, int, int], num_classes: int = 0,
-                 output: str = "tanh", width: int = 256, sn: bool = False) -> None:
+                 output: str = "tanh", width: int = 256, sn: bool = False, label_input: bool = False) -> None:
         super().__init__()
         channels, res, _ = image_shape
         self.start, n = stages(res)
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
-        self.width = width
-        self.fc = nn.Linear(latent_dim, width * self.start * self.start)
+        self.width, self.num_classes = width, num_classes
+        self.label_input = check_label_input(label_input, num_classes)  # the one-hot class also into z
+        self.fc = nn.Linear(latent_dim + (num_classes if self.label_input else 0), width * self.start * self.start)
         self.blocks = nn.ModuleList([UpBlock(width, width, num_classes) for _ in range(n)])
         self.norm = Norm2d(width, num_classes)
         self.to_image = nn.Conv2d(width, channels, 3, 1, 1)
@@ -83,6 +84,8 @@ class ResNetGenerator(nn.Module):
             apply_spectral_norm(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.label_input:
+            z = latent_with_label(z, labels, self.num_classes)
         h = self.fc(z).view(-1, self.width, self.start, self.start)  # [N, W, s, s]
         for block in self.blocks:
             h = block(h, labels)
