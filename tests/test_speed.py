@@ -75,3 +75,22 @@ def test_bf16_and_channels_last_runs_train_the_same_nets(tmp_path):
 
     weights = load_file(fast.run.checkpoints / "step-00000004" / "weights.safetensors")
     assert all(v.dtype in (torch.float32, torch.int64) for v in weights.values())  # master weights stay fp32
+
+
+def test_compiled_run_trains_the_same_nets(tmp_path, monkeypatch):
+    """train.compile wires compiled forwards into the loop: the losses equal the eager run's.
+
+    The aot_eager backend traces and runs the same graph as inductor would compile, without needing a
+    C++ compiler in the test environment (the inductor speed is measured in benchmarks/compile_warmup.py).
+    """
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None, dynamic=None: real_compile(
+        fn, backend="aot_eager", dynamic=dynamic))
+    base = ["train.steps=3", "train.log_every=1"]
+    train(tiny_config("seed002-mlp-mnist", SHARED, extra=base), tmp_path / "eager", progress=False)
+    fast = train(tiny_config("seed002-mlp-mnist", SHARED, extra=[*base, "train.compile='default'"]),
+                 tmp_path / "compiled", progress=False)
+    assert "torch.compile(default)" in read_stats(fast.run, "setup")[0]["fast_path"]
+    a, b = _losses(tmp_path / "eager"), _losses(tmp_path / "compiled")
+    assert len(a) == len(b) == 3
+    assert torch.allclose(torch.tensor(a), torch.tensor(b), rtol=1e-4)

@@ -197,7 +197,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
 
     def D_aug(x: torch.Tensor, y: torch.Tensor | None, net: Any = None) -> torch.Tensor:
         """D (by default the DDP-wrapped one that D's update syncs) on DiffAugmented images."""
-        return (net or D_upd)(diff_augment(x, policy, aug_gen) if policy else x, y)
+        return (D_upd if net is None else net)(diff_augment(x, policy, aug_gen) if policy else x, y)
 
     def penalties(real: torch.Tensor, fake: torch.Tensor, y: Any, real_logits: torch.Tensor, r1_now: bool,
                   logs: dict[str, torch.Tensor]) -> torch.Tensor | float:
