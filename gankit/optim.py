@@ -23,9 +23,13 @@ class Optim:
         self.cfg = cfg
         foreach = True if device_type == "cuda" else None
         if cfg.name == "adam":
+            # Adam's fused kernel (one pass over all tensors) measured 7-13x faster than the default
+            # per-tensor loop on the CPU (mnist-best's 0.9M params: 1.1 vs 14 ms a step; seed 003's
+            # 3.4M: a quarter of its whole step). SGD and RMSprop stay on the default: their fused or
+            # foreach versions measured no faster here (benchmarks/optim_step.py).
             self.opt: torch.optim.Optimizer = torch.optim.Adam(
                 self.params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay,
-                foreach=foreach)
+                fused=True)
         elif cfg.name == "sgd":
             self.opt = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                        foreach=foreach)
