@@ -44,7 +44,7 @@ def _tag(n: int) -> str:
 
 def real_reference(ev: Evaluator, dataset: str, *, split: str, n: int, root: str | None) -> dict[str, torch.Tensor]:
     """Evaluator features, probabilities and labels of the first ``n`` real images, cached under a
-    hash of the evaluator's weights, the dataset's files, the split and n."""
+    hash of the evaluator's weights and views (mirror averaging), the dataset's files, the split and n."""
     ds = load_dataset(dataset, root=root, split=split)
     n = min(n, len(ds))
     stamps = []
@@ -52,7 +52,7 @@ def real_reference(ev: Evaluator, dataset: str, *, split: str, n: int, root: str
         p = Path(f.split(":")[0])
         st = p.stat() if p.exists() else None
         stamps.append((str(p.resolve()) if st else f, st.st_size if st else 0, st.st_mtime_ns if st else 0))
-    key = json.dumps([ev.sha256, dataset, split, n, stamps])
+    key = json.dumps([ev.sha256, bool(ev.meta.get("flip_average")), dataset, split, n, stamps])  # what makes them
     path = cache_dir() / "refstats" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.npz"
     cached = None
     try:
