@@ -69,23 +69,27 @@ class ProjectionHead(nn.Module):
         return out + (e * h).sum(1)
 
 
-def latent_with_label(z: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> torch.Tensor:
-    """``z`` with the one-hot class appended (a generator's ``label_input`` option).
+class LatentLinear(nn.Linear):
+    """A generator's first dense layer: ``z`` in, or with ``label_input`` ``z`` and the one-hot class.
 
     Conditional batch norm starts class-blind (every class's scale 1, shift 0) and Adam moves those
     parameters by about one learning rate a step, so in a short run G ignores the class for hundreds
-    of steps; the one-hot in the first dense layer gives G the class from the first step.
+    of steps; the one-hot in the first dense layer gives G the class from the first step. A plain
+    ``nn.Linear`` underneath, so weights keep their names and initialisation.
     """
-    if labels is None:
-        raise ValueError("this conditional network needs class labels")
-    return torch.cat([z, one_hot(labels, num_classes, z.dtype)], dim=1)
 
+    def __init__(self, latent_dim: int, out_features: int, *, num_classes: int = 0, label_input: bool = False) -> None:
+        if label_input and not num_classes:
+            raise ValueError("label_input needs a class-conditional model (model.conditional = true)")
+        super().__init__(latent_dim + (num_classes if label_input else 0), out_features)
+        self.num_classes = num_classes if label_input else 0
 
-def check_label_input(label_input: bool, num_classes: int) -> bool:
-    """Validate a generator's ``label_input`` setting; whether the class joins the latent vector."""
-    if label_input and not num_classes:
-        raise ValueError("label_input needs a class-conditional model (model.conditional = true)")
-    return bool(label_input)
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_classes:
+            if labels is None:
+                raise ValueError("this conditional network needs class labels")
+            z = torch.cat([z, one_hot(labels, self.num_classes, z.dtype)], dim=1)
+        return super().forward(z)
 
 
 def apply_spectral_norm(net: nn.Module) -> nn.Module:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gankit.nets.conditional import Norm2d, ProjectionHead, apply_spectral_norm, check_label_input, latent_with_label
+from gankit.nets.conditional import LatentLinear, Norm2d, ProjectionHead, apply_spectral_norm
 from gankit.nets.mlp import output_activation
 from gankit.registry import register
 
@@ -47,10 +47,9 @@ class DCGANGenerator(nn.Module):
         if width < 1 or depth < 0:
             raise ValueError(f"width must be >= 1 and depth >= 0, got width={width}, depth={depth}")
         self.num_classes, self.start = num_classes, start
-        self.label_input = check_label_input(label_input, num_classes)
         ch = [width * 2 ** (n - 1 - i) for i in range(n)]  # channels at each resolution before the image
         self.c0 = ch[0]
-        self.fc = nn.Linear(latent_dim + (num_classes if self.label_input else 0), ch[0] * start * start)
+        self.fc = LatentLinear(latent_dim, ch[0] * start * start, num_classes=num_classes, label_input=label_input)
         self.norms = nn.ModuleList([Norm2d(ch[0], num_classes)])
         self.convs = nn.ModuleList()
         for i in range(n):
@@ -67,9 +66,7 @@ class DCGANGenerator(nn.Module):
             apply_spectral_norm(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        if self.label_input:
-            z = latent_with_label(z, labels, self.num_classes)
-        h = self.fc(z).view(-1, self.c0, self.start, self.start)  # [N, C0, s, s]
+        h = self.fc(z, labels).view(-1, self.c0, self.start, self.start)  # [N, C0, s, s]
         h = self.act(self.norms[0](h, labels))
         for conv, norm in zip(self.convs, self.norms[1:], strict=True):
             h = self.act(norm(conv(h), labels))

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gankit.nets.conditional import Norm2d, ProjectionHead, apply_spectral_norm, check_label_input, latent_with_label
+from gankit.nets.conditional import LatentLinear, Norm2d, ProjectionHead, apply_spectral_norm
 from gankit.nets.dcgan import stages
 from gankit.nets.mlp import output_activation
 from gankit.registry import register
@@ -73,9 +73,9 @@ class ResNetGenerator(nn.Module):
         self.start, n = stages(res)
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
-        self.width, self.num_classes = width, num_classes
-        self.label_input = check_label_input(label_input, num_classes)  # the one-hot class also into z
-        self.fc = nn.Linear(latent_dim + (num_classes if self.label_input else 0), width * self.start * self.start)
+        self.width = width
+        self.fc = LatentLinear(latent_dim, width * self.start * self.start, num_classes=num_classes,
+                               label_input=label_input)  # with label_input the one-hot class joins z
         self.blocks = nn.ModuleList([UpBlock(width, width, num_classes) for _ in range(n)])
         self.norm = Norm2d(width, num_classes)
         self.to_image = nn.Conv2d(width, channels, 3, 1, 1)
@@ -84,9 +84,7 @@ class ResNetGenerator(nn.Module):
             apply_spectral_norm(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        if self.label_input:
-            z = latent_with_label(z, labels, self.num_classes)
-        h = self.fc(z).view(-1, self.width, self.start, self.start)  # [N, W, s, s]
+        h = self.fc(z, labels).view(-1, self.width, self.start, self.start)  # [N, W, s, s]
         for block in self.blocks:
             h = block(h, labels)
         return self.out(self.to_image(F.relu(self.norm(h, labels))))  # [N, C, H, W]
