@@ -75,6 +75,10 @@ class LossConfig:
     gp_weight: float = 0.0  # WGAN-GP: weight of the gradient penalty at real/fake interpolates (10 in the paper)
     r1_gamma: float = 0.0  # R1: gamma of the penalty gamma/2 * ||grad D(real)||^2 (0 = off)
     r1_every: int = 1  # lazy R1: apply it every k-th D update, scaled by k
+    # AC-GAN (Odena et al. 2017), with a class head in D (model.d.classifier = true): D's loss adds
+    # class_weight x the cross-entropy of its class head on the real batch; G's adds it on G's fakes
+    # against the classes G was asked for
+    class_weight: float = 1.0
 
 
 @dataclass(kw_only=True)
@@ -401,6 +405,7 @@ def validate(cfg: Config) -> Config:
     _one_of(cfg.loss.d_update, ("joint", "concat", "separate"), "loss.d_update")
     _check(cfg.loss.label_noise >= 0, f"loss.label_noise must be >= 0, got {cfg.loss.label_noise}")
     _check(cfg.loss.gp_weight >= 0 and cfg.loss.r1_gamma >= 0, "loss.gp_weight and loss.r1_gamma must be >= 0")
+    _check(cfg.loss.class_weight >= 0, f"loss.class_weight must be >= 0, got {cfg.loss.class_weight}")
     _check(cfg.loss.r1_every >= 1, f"loss.r1_every must be >= 1, got {cfg.loss.r1_every}")
     _check(not ((cfg.loss.gp_weight or cfg.loss.r1_gamma) and cfg.loss.d_update == "separate"),
            "loss.gp_weight and loss.r1_gamma need loss.d_update = joint or concat")

@@ -5,6 +5,7 @@ from gankit import config as C
 from gankit import registry
 from gankit.errors import GankitError
 from gankit.nets import build_nets, layer_table
+from gankit.nets.conditional import has_classifier
 from gankit.nets.layers import Conv2dSame, ConvTranspose2dSame
 from gankit.nets.sequential import build_layers
 
@@ -183,6 +184,23 @@ def test_label_input_gives_the_class_to_a_fresh_generator(arch):
         assert G(z[:1], mix).shape == (1, 1, 8, 8)
     with pytest.raises(GankitError, match="label_input needs a class-conditional model"):
         _nets(arch, (1, 8, 8), conditional=False, g={**TINY[arch][0], "label_input": True})
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "resnet"])
+def test_classifier_head_gives_class_logits(arch):
+    """model.d.classifier adds an AC-GAN class head; the plain call still returns the logits alone."""
+    _, D = _nets(arch, (1, 8, 8), conditional=True, d={**TINY[arch][1], "classifier": True})
+    x, y = torch.randn(3, 1, 8, 8), torch.tensor([0, 1, 3])
+    logits, cls = D(x, y, with_classes=True)
+    assert logits.shape == (3,) and cls.shape == (3, 4)
+    assert torch.equal(D(x, y), logits)
+    assert has_classifier(D)
+    _, plain = _nets(arch, (1, 8, 8), conditional=True)
+    assert not has_classifier(plain)
+    with pytest.raises(ValueError, match="no class head"):
+        plain(x, y, with_classes=True)
+    with pytest.raises(GankitError, match="classifier needs a class-conditional model"):
+        _nets(arch, (1, 8, 8), conditional=False, d={**TINY[arch][1], "classifier": True})
 
 
 def test_bad_image_side_is_a_clear_error():

@@ -194,3 +194,14 @@ def test_signal_saves_a_checkpoint_and_says_how_to_resume(sig, tmp_path):
     cfg = C.load_file(out / "config.toml")
     cfg.train.steps = step + 3
     assert train(cfg, out, resume=True, progress=False).step == step + 3  # and it continues from there
+
+
+def test_auxiliary_classifier_learns_the_classes(tmp_path):
+    """AC-GAN: D's class head learns the real digits' classes, and G's loss carries the class term."""
+    cfg = tiny_config("mnist-cond-best", SHARED, steps=120, extra=[
+        "model.g.width=8", "model.d.width=8", "model.d.classifier=true", "data.batch_size=32",
+        "train.g_batch_size=32", "data.limit=2000", "train.log_every=20", "optim.d.lr=1e-3"])
+    stats = read_stats(train(cfg, tmp_path / "run", progress=False).run, "train")
+    acc = [s["d_cls_acc"] for s in stats]  # each the mean over 20 steps; chance is 0.1
+    assert acc[-1] > 0.7 and acc[-1] > acc[0] + 0.2, acc
+    assert all("g_cls" in s and "g_cls_acc" in s for s in stats)

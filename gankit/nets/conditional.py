@@ -4,6 +4,8 @@ head, and spectral normalisation.
 - Conditional batch norm (de Vries et al. 2017; Miyato & Koyama 2018): batch norm without its own
   affine transform, followed by a per-class scale and shift, the way a class enters the generator.
 - Projection discriminator (Miyato & Koyama 2018): ``D(x, y) = w . phi(x) + b + <embed(y), phi(x)>``.
+- Auxiliary classifier (Odena et al. 2017, AC-GAN): optionally, a second head on the same features
+  that predicts the class, so G can be told directly when its image is not the class it was asked for.
 - Spectral normalisation (Miyato et al. 2018): every weight divided by its largest singular value,
   estimated by one power iteration per training forward pass; the power-iteration vectors are
   buffers, so they are in the state dict and a resumed run continues exactly.
@@ -51,22 +53,39 @@ class Norm2d(nn.Module):
 
 
 class ProjectionHead(nn.Module):
-    """D's last layer on features ``[N, F]``: a linear logit, plus ``<embed(y), features>`` when conditional."""
+    """D's last layer on features ``[N, F]``: a linear logit, plus ``<embed(y), features>`` when conditional.
 
-    def __init__(self, features: int, num_classes: int = 0) -> None:
+    With ``classifier`` it also has a linear class head (AC-GAN), read with ``with_classes=True``.
+    """
+
+    def __init__(self, features: int, num_classes: int = 0, *, classifier: bool = False) -> None:
         super().__init__()
+        if classifier and not num_classes:
+            raise ValueError("classifier needs a class-conditional model (model.conditional = true)")
         self.num_classes = num_classes
         self.linear = nn.Linear(features, 1)
         self.embed = nn.Linear(num_classes, features, bias=False) if num_classes else None
+        self.classify = nn.Linear(features, num_classes) if classifier else None
 
-    def forward(self, h: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, labels: torch.Tensor | None = None, *,
+                with_classes: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``[N]``; with ``with_classes`` also the class logits ``[N, K]`` of the class head."""
         out = self.linear(h).squeeze(1)  # [N]
-        if self.embed is None:
+        if self.embed is not None:
+            if labels is None:
+                raise ValueError("this conditional network needs class labels")
+            e = self.embed(one_hot(labels, self.num_classes, h.dtype))  # [N, F]: the class embeddings
+            out = out + (e * h).sum(1)
+        if not with_classes:
             return out
-        if labels is None:
-            raise ValueError("this conditional network needs class labels")
-        e = self.embed(one_hot(labels, self.num_classes, h.dtype))  # [N, F]: the class embeddings
-        return out + (e * h).sum(1)
+        if self.classify is None:
+            raise ValueError("this discriminator has no class head (model.d.classifier = true)")
+        return out, self.classify(h)
+
+
+def has_classifier(net: nn.Module) -> bool:
+    """Whether ``net`` (a discriminator) has an auxiliary class head."""
+    return any(isinstance(m, ProjectionHead) and m.classify is not None for m in net.modules())
 
 
 class LatentLinear(nn.Linear):

@@ -8,8 +8,9 @@ batch norm everywhere, and with ``label_input`` the one-hot class also appended 
 
 Discriminator: the mirror image: stride-2 4x4 convolutions with LeakyReLU(0.2), doubling the
 channels, ``depth`` 3x3 convs after each, then one linear logit on the flat features (plus the
-projection term when conditional). No batch norm by default (gradient penalties need per-sample
-logits; spectral norm replaces it). ``sn = true`` spectrally normalises every weight.
+projection term when conditional, and with ``classifier`` an AC-GAN class head). No batch norm by
+default (gradient penalties need per-sample logits; spectral norm replaces it). ``sn = true``
+spectrally normalises every weight.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class DCGANDiscriminator(nn.Module):
     """See the module docstring; ``width`` is the channels of the first layer."""
 
     def __init__(self, *, image_shape: tuple[int, int, int], num_classes: int = 0, width: int = 64, depth: int = 0,
-                 sn: bool = False, bn: bool = False, leak: float = 0.2) -> None:
+                 sn: bool = False, bn: bool = False, leak: float = 0.2, classifier: bool = False) -> None:
         super().__init__()
         channels, res, _ = image_shape
         start, n = stages(res)
@@ -96,9 +97,10 @@ class DCGANDiscriminator(nn.Module):
                 layers += [nn.Conv2d(c, c, 3, 1, 1), nn.LeakyReLU(leak)]
             c_in = c
         self.features = nn.Sequential(*layers, nn.Flatten())
-        self.head = ProjectionHead(c_in * start * start, num_classes)
+        self.head = ProjectionHead(c_in * start * start, num_classes, classifier=classifier)
         if sn:
             apply_spectral_norm(self)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.features(x), labels)  # [N] logits
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, *,
+                with_classes: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return self.head(self.features(x), labels, with_classes=with_classes)  # [N] logits (, [N, K])

@@ -7,7 +7,8 @@ norm-ReLU-conv3 to the image. SNGAN's CIFAR generator is ``width = 256`` at 32x3
 
 Discriminator: an "optimised" first block (conv3-ReLU-conv3-avgpool, shortcut avgpool-conv1), down
 blocks (ReLU-conv3-ReLU-conv3-avgpool, shortcut conv1-avgpool) to 8x8 or less, ``depth`` blocks at
-that size with identity shortcuts, ReLU, global sum pooling and the (projection) head. SNGAN's is
+that size with identity shortcuts, ReLU, global sum pooling and the (projection) head, with
+``classifier`` also an AC-GAN class head. SNGAN's is
 ``width = 128``, ``depth = 2``, spectrally normalised (``sn = true``).
 """
 
@@ -95,7 +96,7 @@ class ResNetDiscriminator(nn.Module):
     """See the module docstring."""
 
     def __init__(self, *, image_shape: tuple[int, int, int], num_classes: int = 0, width: int = 128, depth: int = 2,
-                 sn: bool = False) -> None:
+                 sn: bool = False, classifier: bool = False) -> None:
         super().__init__()
         channels, res, _ = image_shape
         if width < 1 or depth < 0:
@@ -108,10 +109,11 @@ class ResNetDiscriminator(nn.Module):
         blocks += [DownBlock(width, width, down=True) for _ in range(n_down - 1)]
         blocks += [DownBlock(width, width, down=False) for _ in range(depth)]
         self.blocks = nn.Sequential(*blocks)
-        self.head = ProjectionHead(width, num_classes)
+        self.head = ProjectionHead(width, num_classes, classifier=classifier)
         if sn:
             apply_spectral_norm(self)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, *,
+                with_classes: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         h = F.relu(self.blocks(x)).sum(dim=(2, 3))  # [N, W]: global sum pooling
-        return self.head(h, labels)  # [N] logits
+        return self.head(h, labels, with_classes=with_classes)  # [N] logits (, [N, K])

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gankit import dist, registry
@@ -19,6 +20,7 @@ from gankit.augment import diff_augment, parse_policy
 from gankit.config import Config
 from gankit.data import BatchSampler, to_float, to_uint8
 from gankit.losses import Objective, d_targets
+from gankit.nets.conditional import has_classifier
 from gankit.optim import Optim
 from gankit.penalties import gradient_penalty, r1_penalty
 from gankit.run import (
@@ -178,6 +180,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     opt_g = Optim(list(G.parameters()), cfg.optim.g, device_type=device.type)
     opt_d = Optim(list(D.parameters()), cfg.optim.d, device_type=device.type)
     objective: Objective = registry.get("loss", cfg.loss.name)
+    classes = has_classifier(D) and cfg.loss.class_weight > 0  # AC-GAN: D's class head and its loss terms
     schedule = build_schedule(cfg.schedule)
     grid_z, grid_y = fixed_inputs(cfg, t.sample_grid, ncls, device)
     val_size = cfg.schedule.val_size
@@ -198,6 +201,23 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     def D_aug(x: torch.Tensor, y: torch.Tensor | None, net: Any = None) -> torch.Tensor:
         """D (by default the DDP-wrapped one that D's update syncs) on DiffAugmented images."""
         return (D_upd if net is None else net)(diff_augment(x, policy, aug_gen) if policy else x, y)
+
+    def D_cls(x: torch.Tensor, y: torch.Tensor | None, net: Any = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Like D_aug, as (fp32 logits, fp32 class logits or None): the class head's when the run uses it."""
+        if not classes:
+            return D_aug(x, y, net).float(), None
+        x = diff_augment(x, policy, aug_gen) if policy else x
+        logits, cls = (D_upd if net is None else net)(x, y, with_classes=True)
+        return logits.float(), cls.float()
+
+    def class_loss(cls: torch.Tensor | None, y: Any, logs: dict[str, torch.Tensor], name: str) -> torch.Tensor | float:
+        """class_weight x cross-entropy of D's class head against ``y`` (0 without one); logged as ``name``."""
+        if cls is None:
+            return 0.0
+        ce = F.cross_entropy(cls, y)
+        logs[name] = ce.detach()
+        logs[name.replace("_cls", "_cls_acc")] = (cls.detach().argmax(1) == y).float().mean()
+        return cfg.loss.class_weight * ce
 
     def penalties(real: torch.Tensor, fake: torch.Tensor, y: Any, real_logits: torch.Tensor, r1_now: bool,
                   logs: dict[str, torch.Tensor]) -> torch.Tensor | float:
@@ -289,9 +309,9 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         opt_d.zero_grad()
         if cfg.loss.d_update == "separate":  # a step on the real batch, then one on the fake batch
             with fast.autocast():
-                real_logits = D_aug(real, real_y).float()
+                real_logits, real_cls = D_cls(real, real_y)
             loss_real = objective.d_real(real_logits, t_real)
-            loss_real.backward()
+            (loss_real + class_loss(real_cls, real_y, logs, "d_cls")).backward()
             opt_d.step()
             opt_d.zero_grad()
             with fast.autocast():
@@ -301,14 +321,17 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         elif cfg.loss.d_update == "concat":  # one batch of both, mean loss
             y = torch.cat([real_y, real_y]) if conditional else None
             with fast.autocast():
-                real_logits, fake_logits = D_aug(torch.cat([real, fake]), y).float().split(n)
+                both_logits, both_cls = D_cls(torch.cat([real, fake]), y)
+            real_logits, fake_logits = both_logits.split(n)
             loss_real, loss_fake = objective.d_real(real_logits, t_real), objective.d_fake(fake_logits, t_fake)
-            (0.5 * (loss_real + loss_fake) + penalties(real, fake, real_y, real_logits, r1_now, logs)).backward()
+            (0.5 * (loss_real + loss_fake) + penalties(real, fake, real_y, real_logits, r1_now, logs)
+             + class_loss(None if both_cls is None else both_cls[:n], real_y, logs, "d_cls")).backward()
         else:  # joint: the summed losses of two forward passes
             with fast.autocast():
-                real_logits, fake_logits = D_aug(real, real_y).float(), D_aug(fake, real_y).float()
+                (real_logits, real_cls), fake_logits = D_cls(real, real_y), D_aug(fake, real_y).float()
             loss_real, loss_fake = objective.d_real(real_logits, t_real), objective.d_fake(fake_logits, t_fake)
-            (loss_real + loss_fake + penalties(real, fake, real_y, real_logits, r1_now, logs)).backward()
+            (loss_real + loss_fake + penalties(real, fake, real_y, real_logits, r1_now, logs)
+             + class_loss(real_cls, real_y, logs, "d_cls")).backward()
         opt_d.step()
         images_seen += n * dist.world()
         acc_real, acc_fake = (real_logits.detach() > 0).float().mean(), (fake_logits.detach() < 0).float().mean()
@@ -320,8 +343,8 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         D.requires_grad_(False)  # G's step must not touch D's weights (ddp: bare D, so none of its grads sync)
         y = dist.shared_draw(sample_labels, g_batch, ncls, device=device, gen=shared) if conditional else None
         with fast.autocast():
-            fake_logits = D_aug(G_upd(noise(g_batch), y), y, net=D_fwd).float()
-        loss_g = objective.g(fake_logits)
+            fake_logits, fake_cls = D_cls(G_upd(noise(g_batch), y), y, net=D_fwd)
+        loss_g = objective.g(fake_logits) + class_loss(fake_cls, y, logs, "g_cls")
         opt_g.zero_grad()
         loss_g.backward()
         opt_g.step()
