@@ -155,6 +155,7 @@ def main() -> None:
     ap.add_argument("--against", help="the counterpart preset for --pair (default: the table in this file)")
     ap.add_argument("--threads", type=int, help="torch CPU threads for training (train.threads)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="a config override for every run")
+    ap.add_argument("--tag", help="a suffix for the output names (for runs with --set overrides)")
     ap.add_argument("--out", default="benchmarks/out")
     args = ap.parse_args()
     if args.budget <= 0 or args.eval_every <= 0 or args.n < 2:
@@ -175,6 +176,7 @@ def main() -> None:
     curves = [run_curve(p, **kw) for p in presets]
     result: dict[str, Any] = {"curves": curves, "args": vars(args)}
     name = f"ttq-{args.preset}" + (f"-vs-{presets[0]}" if args.pair else "") + f"-{args.budget:g}s"
+    name += f"-{args.tag}" if args.tag else ""
     if args.pair:
         table, summary = pair_table(curves[1], curves[0])
         result["pair"] = summary
