@@ -69,6 +69,9 @@ class LossConfig:
     real_label: float = 1.0  # target for real images (< 1: one-sided label smoothing)
     fake_label: float = 0.0
     label_noise: float = 0.0  # add label_noise * U[0, 1) to every target (seed 004)
+    # Keras' binary cross-entropy clips D's probabilities to [eps, 1 - eps] (1e-7 in the Keras seeds):
+    # logits beyond +-16.1 then get no gradient; 0 = the plain logit form
+    clip_eps: float = 0.0
     # joint: one D step on the summed real and fake losses; concat: one D batch of real and fake images,
     # mean loss (Keras' np.concatenate); separate: a D step on the real batch, then one on the fake batch
     d_update: str = "joint"
@@ -405,6 +408,8 @@ def validate(cfg: Config) -> Config:
     _one_of(cfg.loss.d_update, ("joint", "concat", "separate"), "loss.d_update")
     _check(cfg.loss.label_noise >= 0, f"loss.label_noise must be >= 0, got {cfg.loss.label_noise}")
     _check(cfg.loss.gp_weight >= 0 and cfg.loss.r1_gamma >= 0, "loss.gp_weight and loss.r1_gamma must be >= 0")
+    _check(cfg.loss.clip_eps == 0 or 0 < cfg.loss.clip_eps < 0.5,
+           f"loss.clip_eps must be 0 (off) or in (0, 0.5), got {cfg.loss.clip_eps}")
     _check(cfg.loss.class_weight >= 0, f"loss.class_weight must be >= 0, got {cfg.loss.class_weight}")
     _check(cfg.loss.r1_every >= 1, f"loss.r1_every must be >= 1, got {cfg.loss.r1_every}")
     _check(not ((cfg.loss.gp_weight or cfg.loss.r1_gamma) and cfg.loss.d_update == "separate"),

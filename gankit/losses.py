@@ -7,6 +7,7 @@ update D on the real and fake batches separately (seed 002). Penalties live else
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -107,6 +108,27 @@ def g_lsgan(fake_logits: Tensor) -> Tensor:
 
 
 register("loss", "lsgan")(Objective(d_lsgan_real, d_lsgan_fake, g_lsgan))
+
+
+def keras_clipped(objective: Objective, eps: float) -> Objective:
+    """``objective`` on logits clamped to +-log((1 - eps) / eps), with zero gradient beyond.
+
+    Keras' binary cross-entropy takes D's sigmoid probabilities, clips them to [eps, 1 - eps]
+    (epsilon 1e-7) and turns them back into logits, so a logit beyond about +-16.1 neither lowers the
+    loss nor gets a gradient. With 0/1 targets that only matters at extreme logits; with seed 004's
+    noisy targets above 1 it is what keeps the loss bounded (the pure logit form rewards D without
+    limit for ever larger logits on real images, and they run away to the hundreds).
+    """
+    if not 0.0 < eps < 0.5:
+        raise ValueError(f"the clipping epsilon must be in (0, 0.5), got {eps}")
+    bound = math.log((1.0 - eps) / eps)
+
+    def c(logits: Tensor) -> Tensor:
+        return logits.clamp(-bound, bound)
+
+    return Objective(d_real=lambda logits, targets=None: objective.d_real(c(logits), targets),
+                     d_fake=lambda logits, targets=None: objective.d_fake(c(logits), targets),
+                     g=lambda logits: objective.g(c(logits)), uses_targets=objective.uses_targets)
 
 
 def d_targets(n: int, *, label: float, noise: float, generator: torch.Generator | None = None,

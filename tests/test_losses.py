@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gankit import losses, registry
-from gankit.losses import d_targets
+from gankit.losses import d_targets, keras_clipped
 
 
 def test_bce_matches_hand_computed():
@@ -48,3 +48,24 @@ def test_targets():
     assert torch.equal(d_targets(2, label=0.9, noise=0.0), torch.full((2,), 0.9))
     t = d_targets(1000, label=0.0, noise=0.05, generator=torch.Generator().manual_seed(0))
     assert 0 <= t.min() and t.max() < 0.05 and 0.02 < t.mean() < 0.03
+
+
+def test_keras_clipping_bounds_the_loss_for_targets_above_one():
+    """Seed 004's noisy targets reach 1.05: the pure logit form rewards ever larger real logits,
+    Keras' probability clipping (eps 1e-7, logits +-16.118) stops both the loss and the gradient there."""
+    bce = registry.get("loss", "bce")
+    clipped = keras_clipped(bce, 1e-7)
+    t = torch.full((1,), 1.05)
+    plain = [bce.d_real(torch.tensor([x]), t).item() for x in (20.0, 100.0)]
+    assert plain[1] < plain[0] - 3  # unbounded below: -0.05 x for large x
+    x = torch.tensor([20.0, 100.0, 5.0], requires_grad=True)
+    loss = clipped.d_real(x, torch.full((3,), 1.05))
+    loss.backward()
+    assert x.grad[0] == 0 and x.grad[1] == 0 and x.grad[2] != 0
+    bound = math.log((1 - 1e-7) / 1e-7)
+    assert abs(clipped.d_real(torch.tensor([bound]), t).item() - clipped.d_real(torch.tensor([1e3]), t).item()) < 1e-6
+    # inside the bounds nothing changes, for every function of the objective
+    y = torch.tensor([-3.0, 0.5, 7.0])
+    assert torch.allclose(clipped.d_fake(y), bce.d_fake(y)) and torch.allclose(clipped.g(y), bce.g(y))
+    with pytest.raises(ValueError, match="epsilon"):
+        keras_clipped(bce, 0.0)

@@ -19,7 +19,7 @@ from gankit import dist, registry
 from gankit.augment import diff_augment, parse_policy
 from gankit.config import Config
 from gankit.data import BatchSampler, to_float, to_uint8
-from gankit.losses import Objective, d_targets
+from gankit.losses import Objective, d_targets, keras_clipped
 from gankit.nets.conditional import has_classifier
 from gankit.optim import Optim
 from gankit.penalties import gradient_penalty, r1_penalty
@@ -180,6 +180,8 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     opt_g = Optim(list(G.parameters()), cfg.optim.g, device_type=device.type)
     opt_d = Optim(list(D.parameters()), cfg.optim.d, device_type=device.type)
     objective: Objective = registry.get("loss", cfg.loss.name)
+    if cfg.loss.clip_eps:
+        objective = keras_clipped(objective, cfg.loss.clip_eps)
     classes = has_classifier(D) and cfg.loss.class_weight > 0  # AC-GAN: D's class head and its loss terms
     schedule = build_schedule(cfg.schedule)
     grid_z, grid_y = fixed_inputs(cfg, t.sample_grid, ncls, device)
