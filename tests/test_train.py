@@ -204,4 +204,5 @@ def test_auxiliary_classifier_learns_the_classes(tmp_path):
     stats = read_stats(train(cfg, tmp_path / "run", progress=False).run, "train")
     acc = [s["d_cls_acc"] for s in stats]  # each the mean over 20 steps; chance is 0.1
     assert acc[-1] > 0.7 and acc[-1] > acc[0] + 0.2, acc
-    assert all("g_cls" in s and "g_cls_acc" in s for s in stats)
+    g_acc = [s["g_cls_acc"] for s in stats]  # D's head reads G's fakes as the asked-for class more often
+    assert g_acc[-1] > g_acc[0] + 0.1, g_acc
