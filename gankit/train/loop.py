@@ -200,16 +200,15 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     policy = parse_policy(t.augment)
     aug_gen = torch.Generator().manual_seed(t.seed + AUGMENT_OFFSET)  # its state is in every checkpoint
 
-    def D_aug(x: torch.Tensor, y: torch.Tensor | None, net: Any = None) -> torch.Tensor:
+    def D_aug(x: torch.Tensor, y: torch.Tensor | None, net: Any = None, **kw: Any) -> Any:
         """D (by default the DDP-wrapped one that D's update syncs) on DiffAugmented images."""
-        return (D_upd if net is None else net)(diff_augment(x, policy, aug_gen) if policy else x, y)
+        return (D_upd if net is None else net)(diff_augment(x, policy, aug_gen) if policy else x, y, **kw)
 
     def D_cls(x: torch.Tensor, y: torch.Tensor | None, net: Any = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Like D_aug, as (fp32 logits, fp32 class logits or None): the class head's when the run uses it."""
         if not classes:
             return D_aug(x, y, net).float(), None
-        x = diff_augment(x, policy, aug_gen) if policy else x
-        logits, cls = (D_upd if net is None else net)(x, y, with_classes=True)
+        logits, cls = D_aug(x, y, net, with_classes=True)
         return logits.float(), cls.float()
 
     def class_loss(cls: torch.Tensor | None, y: Any, logs: dict[str, torch.Tensor], name: str) -> torch.Tensor | float:
