@@ -124,7 +124,7 @@ def _print_dry_run(cfg: Any) -> None:
 
         info = load_training_data(cfg.data).info
     G, D = make_nets(cfg, info)
-    n = 2
+    n = 2 * cfg.model.pack  # a packed D (PacGAN) judges groups of model.pack images
     z = sample_noise(n, cfg.model, device=torch.device("cpu"))
     y = torch.zeros(n, dtype=torch.long) if cfg.model.conditional else None
     g_table, g_total, _ = layer_table(G, z, y)

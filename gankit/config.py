@@ -59,6 +59,9 @@ class ModelConfig:
     sn: str = "none"  # spectral norm on every layer of: none | d | both (any arch; dcgan/resnet also take sn = true)
     ema: float = 0.0  # decay of G's weight average per G step (e.g. 0.999); 0 = no G_ema
     ema_start: int = 0  # G_ema copies G until this step, then averages
+    # PacGAN (Lin et al. 2018): D judges groups of `pack` images stacked on the channel axis, one logit
+    # per group, so it can see a lack of variety; 1 = off. Unconditional models; batches must divide by it
+    pack: int = 1
 
 
 @dataclass(kw_only=True)
@@ -420,6 +423,15 @@ def validate(cfg: Config) -> Config:
     _one_of(m.sn, ("none", "d", "both"), "model.sn")
     _check(m.ema == 0 or 0 < m.ema < 1, f"model.ema must be 0 (off) or a decay in (0, 1), got {m.ema}")
     _check(m.ema_start >= 0, f"model.ema_start must be >= 0, got {m.ema_start}")
+    _check(m.pack >= 1, f"model.pack must be >= 1, got {m.pack}")
+    if m.pack > 1:
+        _check(not m.conditional, "model.pack (PacGAN) is for unconditional models: a packed group of images "
+               "has no single class for a conditional D")
+        batches = {"data.batch_size": d.batch_size, "train.g_batch_size": t.g_batch_size,
+                   "schedule.val_size / 2": cfg.schedule.val_size // 2, "schedule.val_size": cfg.schedule.val_size}
+        for key, n in batches.items():
+            _check(n is None or n % m.pack == 0,
+                   f"{key} = {n} is not a multiple of model.pack = {m.pack}: D judges whole groups of images")
     from gankit.augment import parse_policy
 
     parse_policy(t.augment)

@@ -2,7 +2,9 @@
 
 Both take D as a function of its input images and return a scalar to add to D's loss (the caller
 applies the weight). The gradient of each sample's logit is taken with respect to that sample only,
-and its norm is over all of the sample's dimensions ``[C, H, W]`` (never across the batch).
+and its norm is over all of the sample's dimensions ``[C, H, W]`` (never across the batch). A packed
+D (PacGAN, :mod:`gankit.nets.pack`) gives one logit per group of consecutive images; its "sample" is
+the group, so the norm is over the whole group's ``[pack, C, H, W]``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ def per_sample_grad(logits: Tensor, inputs: Tensor) -> Tensor:
     return grad  # [N, C, H, W]
 
 
+def grouped(grad: Tensor, logits: Tensor) -> Tensor:
+    """``grad [N, C, H, W]`` flattened to one row per logit: ``[N, C*H*W]``, or ``[N / pack, pack*C*H*W]``
+    when D judged groups of consecutive images (one logit per group)."""
+    return grad.reshape(logits.shape[0], -1)
+
+
 def gradient_penalty(D: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, *, center: float = 1.0,
                      generator: torch.Generator | None = None) -> Tensor:
     """WGAN-GP (Gulrajani et al. 2017): mean over samples of (||grad_x D(x)||_2 - center)^2 at
@@ -34,8 +42,8 @@ def gradient_penalty(D: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, 
     n = real.shape[0]
     eps = torch.rand(n, *([1] * (real.dim() - 1)), generator=generator).to(real.device, real.dtype)  # [N, 1, 1, 1]
     x = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
-    grad = per_sample_grad(D(x), x)
-    norms = grad.flatten(1).norm(2, dim=1)  # [N]: one norm per sample over C, H, W
+    logits = D(x)
+    norms = grouped(per_sample_grad(logits, x), logits).norm(2, dim=1)  # one norm per sample (or group)
     return (norms - center).pow(2).mean()
 
 
@@ -45,5 +53,4 @@ def r1_penalty(logits: Tensor, real: Tensor) -> Tensor:
     ``logits`` must come from ``real`` with ``real.requires_grad`` set (so the forward pass of D's
     normal loss is reused); the caller scales it by gamma / 2 (and by k when applied every k steps).
     """
-    grad = per_sample_grad(logits, real)
-    return grad.flatten(1).pow(2).sum(1).mean()
+    return grouped(per_sample_grad(logits, real), logits).pow(2).sum(1).mean()

@@ -38,6 +38,8 @@ def test_unknown_net_param_did_you_mean():
         ("model.noise='gaussian'", "model.noise"),
         ("optim.d.betas=[0.5]", "two numbers"),
         ("data=3", "expected a table"),
+        ("model.pack=0", "model.pack must be >= 1"),
+        ("model.pack=3", "data.batch_size = 32 is not a multiple of model.pack = 3"),
     ],
 )
 def test_bad_values(override, message):
@@ -74,3 +76,8 @@ def test_config_file_round_trip(tmp_path):
     assert C.build(file=path) == cfg
     with pytest.raises(GankitError, match="not both"):
         C.build("seed002-mlp-mnist", file=path)
+
+
+def test_pack_is_for_unconditional_models():
+    with pytest.raises(GankitError, match="unconditional"):
+        C.build("seed003-cgan-mnist", overrides=["model.pack=2"])

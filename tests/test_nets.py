@@ -247,3 +247,31 @@ def test_generator_output_must_match():
     cfg = C.build(None, overrides=["model.g.arch='layers'", "model.g.layers=['dense 784', 'reshape 1 28 28']"])
     with pytest.raises(GankitError, match="last layer is Reshape"):
         build_nets(cfg.model, image_shape=(1, 28, 28), num_classes=10)
+
+
+@pytest.mark.parametrize("arch", registry.names("discriminator"))
+def test_packed_discriminator_judges_groups(arch):
+    """PacGAN: one logit per group of `pack` consecutive images, stacked on the channel axis."""
+    torch.manual_seed(0)
+    _, D = _nets(arch, (3, 8, 8), extra=["model.pack=2"])
+    D.eval()  # batch norm (if any) in eval mode, so a group's logit depends on that group only
+    x = torch.randn(6, 3, 8, 8)
+    with torch.no_grad():
+        out = D(x)
+        assert out.shape == (3,)
+        # images 2k and 2k+1 are group k's six channels
+        assert torch.equal(out, D.net(x.reshape(3, 6, 8, 8)))
+        changed = x.clone()
+        changed[3] += 1.0  # the second image of group 1
+        diff = (D(changed) - out).abs()
+    assert diff[1] > 0 and diff[0] == 0 and diff[2] == 0
+    with pytest.raises(ValueError, match="multiple of 2"):
+        D(x[:5])
+
+
+def test_packed_dry_run_table():
+    cfg = C.build("mnist-best", overrides=["model.pack=4", "model.g.width=8", "model.d.width=8"])
+    _, D = build_nets(cfg.model, image_shape=(1, 28, 28), num_classes=10)
+    table, total, _ = layer_table(D, torch.zeros(8, 1, 28, 28), None)
+    assert "(2, 4, 28, 28)" not in table and "(2, 8, 14, 14)" in table  # 8 images -> 2 groups of 4
+    assert D.net.features[0].weight.shape[1] == 4  # D's first conv takes 4 stacked grey images

@@ -46,3 +46,21 @@ def test_r1_of_a_linear_critic_and_a_quadratic_one():
     assert r1.item() == pytest.approx(real.detach().pow(2).sum().item() / 7, rel=1e-5)
     r1.backward()  # differentiable: d/dx mean ||x_i||^2 = 2 x / N
     assert torch.allclose(real.grad, 2 * real.detach() / 7)
+
+
+def test_penalties_take_one_norm_per_group_of_a_packed_critic():
+    """A packed D gives one logit per group of consecutive images: the norm runs over the whole group."""
+    pack = 2
+
+    def packed(x):  # D(group) = ||group||^2 / 2: the gradient is the group itself
+        return 0.5 * x.reshape(len(x) // pack, -1).pow(2).sum(1)
+
+    real = torch.randn(6, 1, 3, 3, requires_grad=True)
+    r1 = r1_penalty(packed(real), real)
+    assert r1.item() == pytest.approx(real.detach().pow(2).sum().item() / 3, rel=1e-5)  # mean over 3 groups
+    fake = torch.randn(6, 1, 3, 3)
+    gp = gradient_penalty(packed, real, fake, generator=torch.Generator().manual_seed(3))
+    eps = torch.rand(6, 1, 1, 1, generator=torch.Generator().manual_seed(3))
+    x_hat = eps * real.detach() + (1 - eps) * fake
+    expected = (x_hat.reshape(3, -1).norm(dim=1) - 1).pow(2).mean()
+    assert gp.item() == pytest.approx(expected.item(), rel=1e-5)

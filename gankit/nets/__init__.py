@@ -17,6 +17,7 @@ from gankit import registry
 from gankit.errors import GankitError, did_you_mean
 from gankit.nets import dcgan, mlp, resnet, sequential  # noqa: F401  (registers)
 from gankit.nets.conditional import apply_spectral_norm, has_spectral_norm
+from gankit.nets.pack import Packed, packed_shape
 
 __all__ = ["build_nets", "init_weights", "layer_table"]
 
@@ -75,12 +76,17 @@ def init_weights(net: nn.Module, scheme: str) -> None:
 
 
 def build_nets(model_cfg: Any, *, image_shape: tuple[int, int, int], num_classes: int) -> tuple[nn.Module, nn.Module]:
-    """G and D from a :class:`gankit.config.ModelConfig`, initialised by its scheme."""
+    """G and D from a :class:`gankit.config.ModelConfig`, initialised by its scheme.
+
+    With ``model_cfg.pack`` > 1, D is built for that many images stacked on the channel axis and
+    wrapped in :class:`gankit.nets.pack.Packed` (PacGAN)."""
     ncls = num_classes if model_cfg.conditional else 0
     fixed = {"latent_dim": model_cfg.latent_dim, "image_shape": tuple(image_shape), "num_classes": ncls,
              "output": model_cfg.output}
+    pack = getattr(model_cfg, "pack", 1)
     g = _build("generator", model_cfg.g.arch, model_cfg.g.params, fixed)
-    d = _build("discriminator", model_cfg.d.arch, model_cfg.d.params, fixed)
+    d = _build("discriminator", model_cfg.d.arch, model_cfg.d.params,
+               {**fixed, "image_shape": packed_shape(tuple(image_shape), pack)})
     init_weights(g, model_cfg.init)
     init_weights(d, model_cfg.init)
     sn = getattr(model_cfg, "sn", "none")  # the model-level switch, for any architecture
@@ -88,7 +94,7 @@ def build_nets(model_cfg: Any, *, image_shape: tuple[int, int, int], num_classes
         apply_spectral_norm(d)
     if sn == "both":
         apply_spectral_norm(g)
-    return g, d
+    return g, (Packed(d, pack) if pack > 1 else d)
 
 
 def layer_table(net: nn.Module, *inputs: torch.Tensor) -> tuple[str, int, int]:

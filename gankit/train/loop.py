@@ -19,6 +19,7 @@ from gankit import dist, registry
 from gankit.augment import diff_augment, parse_policy
 from gankit.config import Config
 from gankit.data import BatchSampler, to_float, to_uint8
+from gankit.errors import GankitError
 from gankit.losses import Objective, d_targets, keras_clipped
 from gankit.nets.conditional import has_classifier
 from gankit.optim import Optim
@@ -161,8 +162,11 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     sampler = BatchSampler(len(data), cfg.data.batch_size, mode=cfg.data.sampler, seed=t.seed)
     conditional, ncls = cfg.model.conditional, info.num_classes
     g_batch = t.g_batch_size or cfg.data.batch_size
-    dist.local_batch(cfg.data.batch_size, "data.batch_size")  # ddp: global batches split evenly over ranks
+    local = dist.local_batch(cfg.data.batch_size, "data.batch_size")  # ddp: global batches split evenly over ranks
     g_batch = dist.local_batch(g_batch, "train.g_batch_size")
+    if local % cfg.model.pack or g_batch % cfg.model.pack:  # a packed D judges whole groups on every rank
+        raise GankitError(f"each process's batches ({local} real, {g_batch} for G) must be multiples of "
+                          f"model.pack = {cfg.model.pack}; change data.batch_size or the number of processes")
 
     # ---- build nets, optimizers, objective, schedule --------------------------------------------------
     G, D = make_nets(cfg, info)
