@@ -59,6 +59,9 @@ class ModelConfig:
     sn: str = "none"  # spectral norm on every layer of: none | d | both (any arch; dcgan/resnet also take sn = true)
     ema: float = 0.0  # decay of G's weight average per G step (e.g. 0.999); 0 = no G_ema
     ema_start: int = 0  # G_ema copies G until this step, then averages
+    # StyleGAN2-ADA's ramp-up: G_ema's half-life is at most ema_rampup x the steps so far (0.05: 5%),
+    # so the average lengthens as the run goes on, up to model.ema's; 0 = a fixed decay
+    ema_rampup: float = 0.0
     # PacGAN (Lin et al. 2018): D judges groups of `pack` images stacked on the channel axis, one logit
     # per group, so it can see a lack of variety; 1 = off. Unconditional models; batches must divide by it
     pack: int = 1
@@ -423,6 +426,7 @@ def validate(cfg: Config) -> Config:
     _one_of(m.sn, ("none", "d", "both"), "model.sn")
     _check(m.ema == 0 or 0 < m.ema < 1, f"model.ema must be 0 (off) or a decay in (0, 1), got {m.ema}")
     _check(m.ema_start >= 0, f"model.ema_start must be >= 0, got {m.ema_start}")
+    _check(m.ema_rampup >= 0, f"model.ema_rampup must be >= 0, got {m.ema_rampup}")
     _check(m.pack >= 1, f"model.pack must be >= 1, got {m.pack}")
     if m.pack > 1:
         _check(not m.conditional, "model.pack (PacGAN) is for unconditional models: a packed group of images "

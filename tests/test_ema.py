@@ -5,7 +5,7 @@ from torch import nn
 
 from gankit.run import RunDir, latest_good_checkpoint
 from gankit.sample import load_generator
-from gankit.train.ema import EMA
+from gankit.train.ema import EMA, ramped_decay
 from gankit.train.loop import train
 from tests.conftest import SHARED
 from tests.helpers import tiny_config
@@ -31,6 +31,25 @@ def test_ema_update_math_and_buffers():
         EMA(G, decay=1.0)
 
 
+def test_ramped_decay_lengthens_the_average_up_to_the_cap():
+    # half-life = min(0.05 x step, 693): 5 steps at step 100, 50 at step 1,000, the cap (0.999's) from 13,863 on
+    assert ramped_decay(0.999, 100, 0.05) == pytest.approx(0.5 ** (1 / 5))
+    assert ramped_decay(0.999, 1000, 0.05) == pytest.approx(0.5 ** (1 / 50))
+    assert ramped_decay(0.999, 20_000, 0.05) == pytest.approx(0.999)
+    assert ramped_decay(0.999, 5, 0.0) == 0.999  # off
+    decays = [ramped_decay(0.99, s, 0.1) for s in range(0, 2000, 50)]
+    assert decays == sorted(decays) and decays[0] < 0.01 and decays[-1] == pytest.approx(0.99)
+    G = nn.Linear(1, 1)
+    ema = EMA(G, decay=0.999, rampup=0.05)
+    with torch.no_grad():
+        G.weight.fill_(2.0)
+        ema.model.weight.fill_(0.0)
+    ema.update(G, step=100)  # decay 0.5 ** (1/5) = 0.8706 this step
+    assert ema.model.weight.item() == pytest.approx(2.0 * (1 - 0.5 ** 0.2))
+    with pytest.raises(ValueError, match="rampup"):
+        EMA(G, decay=0.9, rampup=-1)
+
+
 # mnist-best (dcgan nets, spectral norm in D, hinge, G_ema) with tiny nets, a fast EMA and DiffAugment
 MODERN = ["model.g.width=8", "model.d.width=8", "model.ema=0.9", "model.ema_start=0",
           "train.augment='translation,cutout,color'"]
@@ -51,6 +70,7 @@ def test_run_keeps_g_ema_and_samples_it_by_default(tmp_path):
 
 @pytest.mark.parametrize("extra, logged", [
     (["model.ema_start=2", "loss.r1_gamma=1.0", "loss.r1_every=2"], "r1"),
+    (["model.ema=0.99", "model.ema_rampup=0.5", "loss.r1_gamma=1.0"], "r1"),
     (["loss.name='wasserstein'", "loss.gp_weight=10.0", "schedule.d_steps=2", "model.conditional=true"], "gp"),
     (["model.conditional=true", "model.d.classifier=true", "model.g.label_input=true"], "g_cls"),
 ])

@@ -200,7 +200,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
 
         evaluate = generator_dfid(cfg, info, n=t.eval_n, root=data_root or cfg.data.root, device=device)
     # ---- modern pieces: G_ema, DiffAugment of everything D sees, gradient penalties ----------------------
-    ema = EMA(G, decay=cfg.model.ema, start=cfg.model.ema_start) if cfg.model.ema else None
+    ema = EMA(G, decay=cfg.model.ema, start=cfg.model.ema_start, rampup=cfg.model.ema_rampup) if cfg.model.ema else None
     policy = parse_policy(t.augment)
     aug_gen = torch.Generator().manual_seed(t.seed + AUGMENT_OFFSET)  # its state is in every checkpoint
 
