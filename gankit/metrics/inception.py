@@ -98,6 +98,10 @@ class InceptionFeatures:
                     x = resize_like_nvidia(x)
                 lo, hi = INPUT_RANGE
                 x = (x * (hi - lo) + lo).clamp(lo, hi)
+                if self.device.type == "cpu":
+                    # oneDNN's convolutions and the pools run faster on channels-last input: 2.1 against 1.6
+                    # images/s on one AVX2 thread here (features equal to 1e-5); not measured on CUDA
+                    x = x.contiguous(memory_format=torch.channels_last)
                 f = self.net(x)
                 if f.ndim > 2:
                     f = f.mean(dim=tuple(range(2, f.ndim)))
