@@ -68,3 +68,6 @@ class Optim:
         self.opt.load_state_dict(state["opt"])
         self.iterations = int(state["iterations"])
         self.lr_scale = float(state.get("lr_scale", 1.0))  # checkpoints from before divergence recovery
+        # the learning rate comes from the config, not the saved state, so `--resume --set optim.g.lr=...`
+        # takes effect; with an unchanged config this is the very value that was saved
+        self.set_lr_scale(self.lr_scale)

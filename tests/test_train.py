@@ -222,3 +222,15 @@ def test_packed_discriminator_trains_and_resumes_exactly(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     stats = read_stats(straight.run, "train")
     assert all(torch.isfinite(torch.tensor(s["d_loss"])) for s in stats) and "r1" in stats[-1]
+
+
+def test_learning_rate_changed_at_resume_takes_effect(tmp_path):
+    """`gankit train --resume RUN --set optim.g.lr=...` (fine-tuning at a lower rate) must not be undone by
+    the learning rate stored in the optimizer's saved state."""
+    cfg = _cfg("mnist-best", extra=["model.g.width=8", "model.d.width=8", "train.log_every=2"], steps=4)
+    train(cfg, tmp_path / "run", progress=False)
+    cfg.train.steps, cfg.optim.g.lr, cfg.optim.d.lr = 8, 2e-4, 3e-4
+    train(cfg, tmp_path / "run", resume=True, progress=False)
+    stats = read_stats(RunDir(tmp_path / "run"), "train")
+    assert [(s["step"], s["lr_g"], s["lr_d"]) for s in stats] == [
+        (2, 1e-3, 1e-3), (4, 1e-3, 1e-3), (6, 2e-4, 3e-4), (8, 2e-4, 3e-4)]
