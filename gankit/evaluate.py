@@ -30,7 +30,7 @@ from gankit.metrics.classes import (
 from gankit.metrics.evaluator import Evaluator, family_of, load_evaluator
 from gankit.metrics.fid import fid
 from gankit.metrics.kid import kid
-from gankit.metrics.modes import stacked_modes
+from gankit.metrics.modes import channel_kls, stacked_modes
 from gankit.metrics.prdc import prdc
 
 METRICS = ("dfid", "fid", "kid", "pr", "dc", "classes", "cond-acc", "modes")
@@ -198,7 +198,11 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METR
             raise GankitError("the modes metric is for Stacked MNIST generators")
         fake, _, _ = generate(lg, modes_n, seed=seed, rows=dist.chunk(modes_n))
         _, probs = dist.map_rows(ev, dist.gather_rows(fake).reshape(-1, 1, *fake.shape[2:]))
-        result["modes"], result["modes_kl"] = stacked_modes(probs.argmax(1).reshape(-1, 3))
+        digits = probs.argmax(1).reshape(-1, 3)
+        result["modes"], result["modes_kl"] = stacked_modes(digits)
+        for c, kl in enumerate(channel_kls(digits)):  # where the mode KL comes from, channel by channel
+            result[f"modes_kl_channel{c}"] = kl
+        result["modes_confidence"] = float(probs.max(1).values.mean())  # the evaluator's mean top probability
         result["modes_n"] = modes_n
     result["seconds"] = round(time.perf_counter() - t0, 2)
     if not dist.is_main():

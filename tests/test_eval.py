@@ -151,4 +151,6 @@ def test_stacked_mnist_modes_through_eval(shared_data, tmp_path):
     train(cfg, tmp_path / "s", progress=False)
     res = evaluate_run(tmp_path / "s", metrics=("modes", "dfid"), n=300, modes_n=300)
     assert 1 <= res["modes"] <= 300 and res["modes_kl"] > 0 and res["modes_n"] == 300
+    channels = [res[f"modes_kl_channel{c}"] for c in range(3)]
+    assert all(k >= 0 for k in channels) and 0 < res["modes_confidence"] <= 1
     assert res["dfid300-test"] > 0  # three digits per sample, judged as 900 single digits

@@ -15,7 +15,7 @@ from gankit.metrics.classes import (
 )
 from gankit.metrics.fid import feature_stats, fid, frechet_distance
 from gankit.metrics.kid import kid, mmd2_unbiased
-from gankit.metrics.modes import stacked_modes
+from gankit.metrics.modes import channel_kls, stacked_modes
 from gankit.metrics.prdc import density_coverage, precision_recall
 
 
@@ -107,6 +107,11 @@ def test_stacked_modes():
     assert stacked_modes(all_modes) == (1000, pytest.approx(0.0, abs=1e-12))
     modes, kl = stacked_modes(torch.tensor([[1, 2, 3]] * 50))
     assert modes == 1 and kl == pytest.approx(math.log(1000))
+    assert channel_kls(all_modes) == [pytest.approx(0.0, abs=1e-12)] * 3
+    # channel 0 always 1, channel 1 two digits evenly, channel 2 all ten evenly
+    digits = torch.tensor([[1, m % 2, m % 10] for m in range(100)])
+    expected = [math.log(10), math.log(5), 0.0]
+    assert channel_kls(digits) == [pytest.approx(k, abs=1e-12) for k in expected]
 
 
 @settings(max_examples=30, deadline=None)
