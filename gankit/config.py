@@ -431,8 +431,10 @@ def validate(cfg: Config) -> Config:
     if m.pack > 1:
         _check(not m.conditional, "model.pack (PacGAN) is for unconditional models: a packed group of images "
                "has no single class for a conditional D")
-        batches = {"data.batch_size": d.batch_size, "train.g_batch_size": t.g_batch_size,
-                   "schedule.val_size / 2": cfg.schedule.val_size // 2, "schedule.val_size": cfg.schedule.val_size}
+        batches = {"data.batch_size": d.batch_size, "train.g_batch_size": t.g_batch_size}
+        if cfg.schedule.name == "thresholds":  # its held-out batches: val_size fakes, val_size / 2 reals
+            val = cfg.schedule.val_size
+            batches.update({"schedule.val_size": val, "schedule.val_size / 2": val // 2})
         for key, n in batches.items():
             _check(n is None or n % m.pack == 0,
                    f"{key} = {n} is not a multiple of model.pack = {m.pack}: D judges whole groups of images")

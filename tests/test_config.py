@@ -78,6 +78,10 @@ def test_config_file_round_trip(tmp_path):
         C.build("seed002-mlp-mnist", file=path)
 
 
-def test_pack_is_for_unconditional_models():
+def test_pack_errors():
     with pytest.raises(GankitError, match="unconditional"):
         C.build("seed003-cgan-mnist", overrides=["model.pack=2"])
+    # seed 000's threshold schedule judges held-out batches of val_size fakes and val_size / 2 reals
+    with pytest.raises(GankitError, match=r"schedule.val_size / 2 = 3 is not a multiple of model.pack = 2"):
+        C.build("seed000-dcgan-letters", overrides=["model.pack=2", "schedule.val_size=6"])
+    C.build("mnist-best", overrides=["model.pack=2", "schedule.val_size=6"])  # no held-out batches: fine
