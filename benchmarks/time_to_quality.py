@@ -13,7 +13,9 @@ chunk ends and evaluation excluded).
 
 ``--pair`` also trains the preset's seed counterpart (``--against``, else the table below) for the
 same budget and prints, at each common time, both dFIDs; then the time the preset needed to reach
-the seed's final dFID (resolution: one eval interval).
+the seed's final dFID (resolution: one eval interval). ``--counterpart-from FILE`` takes the seed's
+curve from an earlier ``--pair`` result instead of training it again (it must have the same budget,
+eval interval and sample count; say so when you report the table).
 
 Writes ``benchmarks/out/ttq-NAME.json`` (the curves and the settings) and ``.png`` (dFID against
 training time and against images seen); the runs go under ``benchmarks/out/ttq-runs/``.
@@ -88,6 +90,23 @@ def run_curve(preset: str, *, budget: float, every: float, n: int, overrides: li
             "points": points}
 
 
+def reused_curve(path: Path, preset: str, *, budget: float, every: float, n: int) -> dict[str, Any]:
+    """``preset``'s curve from an earlier result file, checked to be measured the same way."""
+    try:
+        curves = json.loads(path.read_text())["curves"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise GankitError(f"cannot read a ttq result from {path}: {exc}") from None
+    found = [c for c in curves if isinstance(c, dict) and c.get("preset") == preset]
+    if not found:
+        raise GankitError(f"{path} has no curve for {preset} (it has {[c.get('preset') for c in curves]})")
+    curve = found[0]
+    settings = {"budget": budget, "eval_every": every, "n": n}
+    differ = {k: (curve.get(k), v) for k, v in settings.items() if curve.get(k) != v}
+    if differ:
+        raise GankitError(f"{path}'s {preset} curve was measured differently (theirs, this run's): {differ}")
+    return {**curve, "reused_from": str(path)}
+
+
 def dfid_key(point: dict[str, Any]) -> str:
     """The dFID entry of a measurement (its name carries the sample count)."""
     return next((k for k in point if k.startswith("dfid")), "dfid")
@@ -153,6 +172,8 @@ def main() -> None:
     ap.add_argument("--modes-n", type=int, default=26_000, help="samples for Stacked MNIST mode counting")
     ap.add_argument("--pair", action="store_true", help="also train the seed counterpart for the same budget")
     ap.add_argument("--against", help="the counterpart preset for --pair (default: the table in this file)")
+    ap.add_argument("--counterpart-from", type=Path,
+                    help="with --pair: reuse the counterpart's curve from this earlier ttq JSON")
     ap.add_argument("--threads", type=int, help="torch CPU threads for training (train.threads)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="a config override for every run")
     ap.add_argument("--tag", help="a suffix for the output names (for runs with --set overrides)")
@@ -169,11 +190,17 @@ def main() -> None:
         if against is None:
             ap.error(f"no default counterpart for {args.preset}; name one with --against")
         presets = [against, args.preset]
+    reused = None
+    if args.counterpart_from is not None:
+        if not args.pair:
+            ap.error("--counterpart-from needs --pair")
+        reused = reused_curve(args.counterpart_from, presets[0], budget=args.budget, every=args.eval_every,
+                              n=args.n)
     for p in presets:
         C.build(p, overrides=overrides)  # every config is valid before anything trains
     kw = {"budget": args.budget, "every": args.eval_every, "n": args.n, "overrides": overrides, "out": out,
           "modes_n": args.modes_n}
-    curves = [run_curve(p, **kw) for p in presets]
+    curves = [reused if reused is not None and i == 0 else run_curve(p, **kw) for i, p in enumerate(presets)]
     result: dict[str, Any] = {"curves": curves, "args": vars(args)}
     name = f"ttq-{args.preset}" + (f"-vs-{presets[0]}" if args.pair else "") + f"-{args.budget:g}s"
     name += f"-{args.tag}" if args.tag else ""

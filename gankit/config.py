@@ -88,6 +88,11 @@ class LossConfig:
     # class_weight x the cross-entropy of its class head on the real batch; G's adds it on G's fakes
     # against the classes G was asked for
     class_weight: float = 1.0
+    # Top-k training (Sinha et al. 2020): G's loss uses only the fraction of its fakes that D rates most
+    # real, starting at all of them and shrinking by topk_gamma each epoch of real images down to topk
+    # (their nu; 0.5-0.75 in the paper); 1 = off
+    topk: float = 1.0
+    topk_gamma: float = 0.99
 
 
 @dataclass(kw_only=True)
@@ -417,6 +422,8 @@ def validate(cfg: Config) -> Config:
     _check(cfg.loss.clip_eps == 0 or 0 < cfg.loss.clip_eps < 0.5,
            f"loss.clip_eps must be 0 (off) or in (0, 0.5), got {cfg.loss.clip_eps}")
     _check(cfg.loss.class_weight >= 0, f"loss.class_weight must be >= 0, got {cfg.loss.class_weight}")
+    _check(0.0 < cfg.loss.topk <= 1.0, f"loss.topk must be in (0, 1] (1 = off), got {cfg.loss.topk}")
+    _check(0.0 < cfg.loss.topk_gamma <= 1.0, f"loss.topk_gamma must be in (0, 1], got {cfg.loss.topk_gamma}")
     _check(cfg.loss.r1_every >= 1, f"loss.r1_every must be >= 1, got {cfg.loss.r1_every}")
     _check(not ((cfg.loss.gp_weight or cfg.loss.r1_gamma) and cfg.loss.d_update == "separate"),
            "loss.gp_weight and loss.r1_gamma need loss.d_update = joint or concat")

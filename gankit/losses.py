@@ -131,6 +131,22 @@ def keras_clipped(objective: Objective, eps: float) -> Objective:
                      g=lambda logits: objective.g(c(logits)), uses_targets=objective.uses_targets)
 
 
+def topk_fraction(epochs: float, *, nu: float, gamma: float) -> float:
+    """Top-k training's share of G's fakes after ``epochs`` passes over the data: max(nu, gamma^epochs)."""
+    return max(nu, gamma**epochs)
+
+
+def top_k(fake_logits: Tensor, fraction: float) -> Tensor:
+    """The ``ceil(fraction x n)`` largest of G's fake logits (the fakes D finds most real; Sinha et al. 2020).
+
+    G's loss on these alone leaves its worst samples without a gradient: their gradients point at
+    whatever D rates less bad nearby, often a mix of modes, and pull samples off the data.
+    """
+    n = fake_logits.shape[0]
+    k = max(1, math.ceil(fraction * n - 1e-9))
+    return fake_logits if k >= n else fake_logits.topk(k, dim=0, sorted=False).values
+
+
 def d_targets(n: int, *, label: float, noise: float, generator: torch.Generator | None = None,
               device: torch.device | str = "cpu") -> Tensor | None:
     """D's targets for ``n`` samples: ``label`` plus ``noise`` x U[0, 1) (seed 004's noisy labels).

@@ -39,6 +39,8 @@ def test_unknown_net_param_did_you_mean():
         ("optim.d.betas=[0.5]", "two numbers"),
         ("data=3", "expected a table"),
         ("model.pack=0", "model.pack must be >= 1"),
+        ("loss.topk=0", r"loss.topk must be in \(0, 1\]"),
+        ("loss.topk_gamma=1.5", r"loss.topk_gamma must be in \(0, 1\]"),
         ("model.pack=3", "data.batch_size = 32 is not a multiple of model.pack = 3"),
     ],
 )

@@ -71,6 +71,7 @@ def test_run_keeps_g_ema_and_samples_it_by_default(tmp_path):
 @pytest.mark.parametrize("extra, logged", [
     (["model.ema_start=2", "loss.r1_gamma=1.0", "loss.r1_every=2"], "r1"),
     (["model.ema=0.99", "model.ema_rampup=0.5", "loss.r1_gamma=1.0"], "r1"),
+    (["loss.topk=0.5", "loss.topk_gamma=0.01"], "topk"),  # top-k's share depends on the images seen
     (["loss.name='wasserstein'", "loss.gp_weight=10.0", "schedule.d_steps=2", "model.conditional=true"], "gp"),
     (["model.conditional=true", "model.d.classifier=true", "model.g.label_input=true"], "g_cls"),
 ])

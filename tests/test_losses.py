@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gankit import losses, registry
-from gankit.losses import d_targets, keras_clipped
+from gankit.losses import d_targets, keras_clipped, top_k, topk_fraction
 
 
 def test_bce_matches_hand_computed():
@@ -69,3 +69,19 @@ def test_keras_clipping_bounds_the_loss_for_targets_above_one():
     assert torch.allclose(clipped.d_fake(y), bce.d_fake(y)) and torch.allclose(clipped.g(y), bce.g(y))
     with pytest.raises(ValueError, match="epsilon"):
         keras_clipped(bce, 0.0)
+
+
+def test_top_k_keeps_the_fakes_d_rates_most_real_and_only_they_get_gradients():
+    logits = torch.tensor([0.3, -2.0, 1.5, 0.0, -0.5, 2.5], requires_grad=True)
+    kept = top_k(logits, 0.5)
+    assert sorted(kept.tolist()) == pytest.approx([0.3, 1.5, 2.5])
+    losses.g_hinge(kept).backward()
+    assert logits.grad.tolist() == pytest.approx([-1 / 3, 0, -1 / 3, 0, 0, -1 / 3])
+    assert top_k(logits, 1.0) is logits and top_k(logits, 0.01).tolist() == [2.5]  # at least one
+    assert len(top_k(logits, 0.34)) == 3  # ceil(0.34 x 6)
+
+
+def test_topk_fraction_decays_per_epoch_to_its_floor():
+    assert topk_fraction(0.0, nu=0.5, gamma=0.9) == 1.0
+    assert topk_fraction(2.0, nu=0.5, gamma=0.9) == pytest.approx(0.81)
+    assert topk_fraction(100.0, nu=0.5, gamma=0.9) == 0.5

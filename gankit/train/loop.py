@@ -20,7 +20,7 @@ from gankit.augment import diff_augment, parse_policy
 from gankit.config import Config
 from gankit.data import BatchSampler, to_float, to_uint8
 from gankit.errors import GankitError
-from gankit.losses import Objective, d_targets, keras_clipped
+from gankit.losses import Objective, d_targets, keras_clipped, top_k, topk_fraction
 from gankit.nets.conditional import has_classifier
 from gankit.optim import Optim
 from gankit.penalties import gradient_penalty, r1_penalty
@@ -349,7 +349,12 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         y = dist.shared_draw(sample_labels, g_batch, ncls, device=device, gen=shared) if conditional else None
         with fast.autocast():
             fake_logits, fake_cls = D_cls(G_upd(noise(g_batch), y), y, net=D_fwd)
-        loss_g = objective.g(fake_logits) + class_loss(fake_cls, y, logs, "g_cls")
+        g_logits = fake_logits
+        if cfg.loss.topk < 1.0:  # top-k training: only the fakes D rates most real drive G (this rank's)
+            frac = topk_fraction(images_seen / len(data), nu=cfg.loss.topk, gamma=cfg.loss.topk_gamma)
+            g_logits = top_k(fake_logits, frac)
+            logs["topk"] = torch.tensor(frac)
+        loss_g = objective.g(g_logits) + class_loss(fake_cls, y, logs, "g_cls")
         opt_g.zero_grad()
         loss_g.backward()
         opt_g.step()
