@@ -65,6 +65,10 @@ class ModelConfig:
     # PacGAN (Lin et al. 2018): D judges groups of `pack` images stacked on the channel axis, one logit
     # per group, so it can see a lack of variety; 1 = off. Unconditional models; batches must divide by it
     pack: int = 1
+    # Self-conditioning (gankit.nets.selfcond): k-means splits the training images into this many
+    # clusters by their pixels (no labels); G and D are conditional on the cluster, and G picks its
+    # cluster from its noise, so the model stays unconditional to use; 0 = off. Unconditional models
+    clusters: int = 0
 
 
 @dataclass(kw_only=True)
@@ -435,6 +439,13 @@ def validate(cfg: Config) -> Config:
     _check(m.ema_start >= 0, f"model.ema_start must be >= 0, got {m.ema_start}")
     _check(m.ema_rampup >= 0, f"model.ema_rampup must be >= 0, got {m.ema_rampup}")
     _check(m.pack >= 1, f"model.pack must be >= 1, got {m.pack}")
+    _check(m.clusters >= 0, f"model.clusters must be >= 0 (0 = off), got {m.clusters}")
+    if m.clusters:
+        _check(not m.conditional, "model.clusters (self-conditioning) is for unconditional models: a "
+               "conditional model already has its classes")
+        _check(m.pack == 1, "model.clusters and model.pack do not combine: a packed group of images has "
+               "no single cluster")
+        _check(m.clusters > 1, f"model.clusters = {m.clusters}: one cluster is no conditioning (use 0 for off)")
     if m.pack > 1:
         _check(not m.conditional, "model.pack (PacGAN) is for unconditional models: a packed group of images "
                "has no single class for a conditional D")

@@ -7,6 +7,7 @@ range; ``D(images, labels | None) -> logits [N]`` (no sigmoid: losses work on lo
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ from gankit.errors import GankitError, did_you_mean
 from gankit.nets import dcgan, mlp, resnet, sequential  # noqa: F401  (registers)
 from gankit.nets.conditional import apply_spectral_norm, has_spectral_norm
 from gankit.nets.pack import Packed, packed_shape
+from gankit.nets.selfcond import ClusterDiscriminator, ClusterGenerator
 
 __all__ = ["build_nets", "init_weights", "layer_table"]
 
@@ -79,8 +81,11 @@ def build_nets(model_cfg: Any, *, image_shape: tuple[int, int, int], num_classes
     """G and D from a :class:`gankit.config.ModelConfig`, initialised by its scheme.
 
     With ``model_cfg.pack`` > 1, D is built for that many images stacked on the channel axis and
-    wrapped in :class:`gankit.nets.pack.Packed` (PacGAN)."""
-    ncls = num_classes if model_cfg.conditional else 0
+    wrapped in :class:`gankit.nets.pack.Packed` (PacGAN). With ``model_cfg.clusters`` = K, G and D are
+    conditional on K clusters and wrapped as in :mod:`gankit.nets.selfcond` (their sizes and centres are
+    set from the data by the training loop and saved with the weights)."""
+    clusters = getattr(model_cfg, "clusters", 0)
+    ncls = clusters or (num_classes if model_cfg.conditional else 0)
     fixed = {"latent_dim": model_cfg.latent_dim, "image_shape": tuple(image_shape), "num_classes": ncls,
              "output": model_cfg.output}
     pack = getattr(model_cfg, "pack", 1)
@@ -94,6 +99,9 @@ def build_nets(model_cfg: Any, *, image_shape: tuple[int, int, int], num_classes
         apply_spectral_norm(d)
     if sn == "both":
         apply_spectral_norm(g)
+    if clusters:  # self-conditioning: the conditional nets, G picking its cluster from z, D's centres kept
+        return (ClusterGenerator(g, clusters, noise=model_cfg.noise),
+                ClusterDiscriminator(d, clusters, math.prod(image_shape)))
     return g, (Packed(d, pack) if pack > 1 else d)
 
 

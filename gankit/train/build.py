@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 from gankit.config import Config, DataConfig, ModelConfig
-from gankit.data import Dataset, DatasetInfo, load_dataset
+from gankit.data import Dataset, DatasetInfo, load_dataset, to_float
 from gankit.errors import GankitError
 from gankit.nets import build_nets
+from gankit.nets.selfcond import kmeans
 
 
 def resolve_device(name: str) -> torch.device:
@@ -51,3 +52,27 @@ def sample_labels(n: int, num_classes: int, *, device: torch.device,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Uniformly random class labels ``[n]`` for a conditional generator."""
     return torch.randint(0, num_classes, (n,), generator=generator, device=device)
+
+
+def cluster_labels(D: nn.Module, images: torch.Tensor, *, value_range: tuple[float, float],
+                   chunk: int = 10_000) -> torch.Tensor:
+    """Each uint8 image's cluster under a self-conditioned D's centres (converted to float a chunk at a time)."""
+    parts = [D.assign(to_float(part, value_range=value_range)) for part in images.split(chunk)]
+    return torch.cat(parts)
+
+
+def fit_clusters(G: nn.Module, D: nn.Module, images: torch.Tensor, k: int, *, seed: int,
+                 value_range: tuple[float, float], fit_on: int = 10_000) -> torch.Tensor:
+    """k-means of the training images' pixels into D's centres and G's cluster sizes; the clusters.
+
+    The centres are fitted on at most ``fit_on`` images chosen by ``seed`` (seconds on a CPU), then
+    every image goes to its nearest centre.
+    """
+    if k > len(images):
+        raise GankitError(f"model.clusters = {k} but the dataset has only {len(images)} images")
+    rows = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:fit_on]
+    sample = to_float(images[rows.to(images.device)], value_range=value_range)
+    D.centres.copy_(kmeans(sample.flatten(1), k, seed=seed))
+    labels = cluster_labels(D, images, value_range=value_range)
+    G.set_sizes(torch.bincount(labels, minlength=k))
+    return labels

@@ -35,7 +35,16 @@ from gankit.run import (
     save_checkpoint,
     truncate_stats,
 )
-from gankit.train.build import load_training_data, make_nets, resolve_device, sample_labels, sample_noise, value_range
+from gankit.train.build import (
+    cluster_labels,
+    fit_clusters,
+    load_training_data,
+    make_nets,
+    resolve_device,
+    sample_labels,
+    sample_noise,
+    value_range,
+)
 from gankit.train.ema import EMA
 from gankit.train.recovery import Recovery
 from gankit.train.schedule import build_schedule
@@ -161,6 +170,8 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     vrange = value_range(cfg.model)
     sampler = BatchSampler(len(data), cfg.data.batch_size, mode=cfg.data.sampler, seed=t.seed)
     conditional, ncls = cfg.model.conditional, info.num_classes
+    clusters = cfg.model.clusters  # self-conditioning: D and G get cluster labels, users see an unconditional G
+    labelled = conditional or clusters > 0
     g_batch = t.g_batch_size or cfg.data.batch_size
     local = dist.local_batch(cfg.data.batch_size, "data.batch_size")  # ddp: global batches split evenly over ranks
     g_batch = dist.local_batch(g_batch, "train.g_batch_size")
@@ -172,6 +183,8 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     G, D = make_nets(cfg, info)
     G.to(device).train()
     D.to(device).train()
+    if clusters and (not resume or latest_good_checkpoint(run) is None):  # else from the checkpoint
+        fit_clusters(G, D, images, clusters, seed=t.seed, value_range=vrange)
     fast.prepare(G)
     fast.prepare(D)
     G_ddp = dist.wrap(G, device, sync_batchnorm=t.sync_batchnorm)  # ddp: for the updates; G and D stay the bare nets
@@ -193,7 +206,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     val_z, val_fake_y = fixed_inputs(cfg, val_size, ncls, device, offset=VAL_OFFSET)
     val_idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(t.seed + VAL_OFFSET))[: val_size // 2]
     val_real = to_float(images[val_idx.to(device)], value_range=vrange)
-    val_real_y = labels[val_idx.to(device)] if conditional else None
+    val_real_y = labels[val_idx.to(device)] if conditional else None  # (self-conditioned: set after resume)
     evaluate = None
     if t.eval_every:
         from gankit.evaluate import generator_dfid
@@ -280,6 +293,9 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
             recovery.load_state_dict(restore(ckpt).get("recovery", {}))
         if step >= t.steps and dist.is_main():
             print(f"{run.path}: already at step {step} of {t.steps}; raise train.steps (--steps) to go on")
+    if clusters:  # every image's cluster, by D's fitted (or restored) centres
+        labels = cluster_labels(D, images, value_range=vrange)
+        val_real_y = labels[val_idx.to(device)]
 
     # ---- the pieces of a step ------------------------------------------------------------------------------
     current: dict[str, Any] = {}  # this step's real batch, drawn when first needed
@@ -288,7 +304,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         if "real" not in current:
             idx = dist.shard(sampler.next()).to(device)  # ddp: this rank's slice of the global batch
             current["real"] = fast.images(to_float(images[idx], value_range=vrange))  # [B, C, H, W]
-            current["y"] = labels[idx] if conditional else None
+            current["y"] = labels[idx] if labelled else None
         return current["real"], current["y"]
 
     def noise(n: int) -> torch.Tensor:
@@ -324,7 +340,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
             loss_fake = objective.d_fake(fake_logits, t_fake)
             loss_fake.backward()
         elif cfg.loss.d_update == "concat":  # one batch of both, mean loss
-            y = torch.cat([real_y, real_y]) if conditional else None
+            y = torch.cat([real_y, real_y]) if labelled else None
             with fast.autocast():
                 both_logits, both_cls = D_cls(torch.cat([real, fake]), y)
             real_logits, fake_logits = both_logits.split(n)
@@ -347,8 +363,11 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     def g_update(logs: dict[str, torch.Tensor]) -> None:
         D.requires_grad_(False)  # G's step must not touch D's weights (ddp: bare D, so none of its grads sync)
         y = dist.shared_draw(sample_labels, g_batch, ncls, device=device, gen=shared) if conditional else None
+        z = noise(g_batch)
+        if clusters:
+            y = G.labels_for(z)  # G's clusters, drawn from its noise in proportion to their sizes
         with fast.autocast():
-            fake_logits, fake_cls = D_cls(G_upd(noise(g_batch), y), y, net=D_fwd)
+            fake_logits, fake_cls = D_cls(G_upd(z, y), y, net=D_fwd)
         g_logits = fake_logits
         if cfg.loss.topk < 1.0:  # top-k training: only the fakes D rates most real drive G (this rank's)
             frac = topk_fraction(images_seen / len(data), nu=cfg.loss.topk, gamma=cfg.loss.topk_gamma)
