@@ -1,12 +1,13 @@
 import pytest
 import torch
+from torch import nn
 
 from gankit import config as C
 from gankit import registry
 from gankit.errors import GankitError
 from gankit.nets import build_nets, layer_table
 from gankit.nets.conditional import has_classifier
-from gankit.nets.layers import Conv2dSame, ConvTranspose2dSame
+from gankit.nets.layers import Conv2dSame, ConvTranspose2dSame, ToImage
 from gankit.nets.sequential import build_layers
 
 # The parameter counts the seed documents print (Keras counts batch-norm statistics as params).
@@ -275,3 +276,23 @@ def test_packed_dry_run_table():
     table, total, _ = layer_table(D, torch.zeros(8, 1, 28, 28), None)
     assert "(2, 4, 28, 28)" not in table and "(2, 8, 14, 14)" in table  # 8 images -> 2 groups of 4
     assert D.net.features[0].weight.shape[1] == 4  # D's first conv takes 4 stacked grey images
+
+
+@pytest.mark.parametrize("out_channels", [1, 3])
+def test_to_image_matches_the_plain_transposed_convolution(out_channels):
+    """The DCGAN generator's last layer (one product + fold for grey images on a CPU) computes what
+    ConvTranspose2d computes, forward and backward, with the same parameters."""
+    torch.manual_seed(0)
+    plain = nn.ConvTranspose2d(8, out_channels, 4, 2, 1)
+    fast = ToImage(8, out_channels, 4, 2, 1)
+    fast.load_state_dict(plain.state_dict())
+    x = torch.randn(5, 8, 7, 7, requires_grad=True)
+    a, b = plain(x), fast(x)
+    assert b.shape == (5, out_channels, 14, 14)
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(a)
+    ga = torch.autograd.grad(a, [x, plain.weight, plain.bias], g)
+    gb = torch.autograd.grad(b, [x, fast.weight, fast.bias], g)
+    for u, v in zip(ga, gb):
+        torch.testing.assert_close(v, u, rtol=1e-4, atol=1e-4)
+    assert fast._folds(x) == (out_channels == 1)

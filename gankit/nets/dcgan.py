@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from gankit.nets.conditional import LatentLinear, Norm2d, ProjectionHead, apply_spectral_norm
+from gankit.nets.layers import ToImage
 from gankit.nets.mlp import output_activation
 from gankit.registry import register
 
@@ -60,7 +61,7 @@ class DCGANGenerator(nn.Module):
             for _ in range(depth):  # extra layers at every hidden resolution
                 self.convs.append(nn.Conv2d(ch[i], ch[i], 3, 1, 1))
                 self.norms.append(Norm2d(ch[i], num_classes))
-        self.to_image = nn.ConvTranspose2d(ch[-1], channels, 4, 2, 1)
+        self.to_image = ToImage(ch[-1], channels, 4, 2, 1)  # a faster layer for grey images on a CPU
         self.act = nn.ReLU()
         self.out = output_activation(output)
         if sn:

