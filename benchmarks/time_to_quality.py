@@ -172,7 +172,7 @@ def main() -> None:
     ap.add_argument("--modes-n", type=int, default=26_000, help="samples for Stacked MNIST mode counting")
     ap.add_argument("--pair", action="store_true", help="also train the seed counterpart for the same budget")
     ap.add_argument("--against", help="the counterpart preset for --pair (default: the table in this file)")
-    ap.add_argument("--counterpart-from", type=Path,
+    ap.add_argument("--counterpart-from",
                     help="with --pair: reuse the counterpart's curve from this earlier ttq JSON")
     ap.add_argument("--threads", type=int, help="torch CPU threads for training (train.threads)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="a config override for every run")
@@ -194,7 +194,7 @@ def main() -> None:
     if args.counterpart_from is not None:
         if not args.pair:
             ap.error("--counterpart-from needs --pair")
-        reused = reused_curve(args.counterpart_from, presets[0], budget=args.budget, every=args.eval_every,
+        reused = reused_curve(Path(args.counterpart_from), presets[0], budget=args.budget, every=args.eval_every,
                               n=args.n)
     for p in presets:
         C.build(p, overrides=overrides)  # every config is valid before anything trains
