@@ -10,7 +10,8 @@ For each preset, in one process and alternating (rep 1: gankit, plain; rep 2: ga
 - **plain**: the same nets, optimizers and batch sizes written the way the PyTorch examples and the
   seeds write a GAN loop: a ``DataLoader`` over a float ``TensorDataset`` (per-sample collation),
   fp32, contiguous tensors, ``BCEWithLogitsLoss``, D's weights left trainable (their gradients
-  computed and thrown away) during G's step, default optimizer implementations.
+  computed and thrown away) during G's step, default optimizer implementations, and PyTorch's own
+  layers where gankit swaps in a faster one (``ToImage``: the plain ``ConvTranspose2d``).
 
 Both run the preset's D update (joint, concat or separate) and G batch size; schedules that change
 who trains when (seed 000's thresholds, seed 003's pause-the-winner) are replaced by plain
@@ -36,14 +37,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from gankit import config as C
 from gankit.data import to_float
+from gankit.nets.layers import ToImage
 from gankit.run import read_stats
 from gankit.sample import LoadedGenerator, generate
-from gankit.train.build import load_training_data, make_nets, sample_noise, value_range
+from gankit.train.build import fit_clusters, load_training_data, make_nets, sample_noise, value_range
 from gankit.train.loop import train
 from gankit.train.speed import cpu_flags
 
@@ -92,15 +95,33 @@ def _plain_opt(params: Any, o: C.OptimConfig) -> torch.optim.Optimizer:
     return torch.optim.RMSprop(params, lr=o.lr, alpha=o.alpha, eps=o.eps)
 
 
+def plain_nets(cfg: C.Config, info: Any) -> tuple[nn.Module, nn.Module]:
+    """gankit's G and D with its CPU-specific layers swapped back for PyTorch's own (ToImage: a plain
+    ConvTranspose2d with the same weights), as a loop written without gankit would have them."""
+    G, D = make_nets(cfg, info)
+    for net in (G, D):
+        for parent in list(net.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, ToImage):
+                    plain = nn.ConvTranspose2d(child.in_channels, child.out_channels, child.kernel_size,
+                                               child.stride, child.padding, bias=child.bias is not None)
+                    plain.load_state_dict(child.state_dict())
+                    setattr(parent, name, plain)
+    return G, D
+
+
 def plain_step_seconds(cfg: C.Config, images: torch.Tensor, labels: torch.Tensor, info: Any, steps: int,
                        *, count_flops: bool = False) -> tuple[list[float], float | None]:
     """Per-step seconds of the plain loop (the first step dropped as warm-up); FLOPs of one step."""
-    G, D = make_nets(cfg, info)
+    G, D = plain_nets(cfg, info)
     opt_g, opt_d = _plain_opt(G.parameters(), cfg.optim.g), _plain_opt(D.parameters(), cfg.optim.d)
     bce = torch.nn.BCEWithLogitsLoss()
     b = cfg.data.batch_size
     gb = cfg.train.g_batch_size or b
-    cond = cfg.model.conditional
+    cond = cfg.model.conditional or cfg.model.clusters > 0
+    if cfg.model.clusters:  # self-conditioned: the clusters are the labels (k-means once, before timing)
+        labels = fit_clusters(G, D, images, cfg.model.clusters, seed=cfg.train.seed,
+                              value_range=value_range(cfg.model))
     data = TensorDataset(to_float(images, value_range=value_range(cfg.model)), labels)
     loader = iter(DataLoader(data, batch_size=b, shuffle=True, drop_last=True))
 
@@ -126,10 +147,10 @@ def plain_step_seconds(cfg: C.Config, images: torch.Tensor, labels: torch.Tensor
         else:
             (bce(D(real, y), ones) + bce(D(fake, y), zeros)).backward()
         opt_d.step()
-        yg = torch.randint(0, info.num_classes, (gb,)) if cond else None
+        zg = sample_noise(gb, cfg.model, device=torch.device("cpu"))
+        yg = (G.labels_for(zg) if cfg.model.clusters else torch.randint(0, info.num_classes, (gb,))) if cond else None
         opt_g.zero_grad()
-        F.binary_cross_entropy_with_logits(D(G(sample_noise(gb, cfg.model, device=torch.device("cpu")), yg), yg),
-                                           torch.ones(gb)).backward()
+        F.binary_cross_entropy_with_logits(D(G(zg, yg), yg), torch.ones(gb)).backward()
         opt_g.step()
 
     times = []
