@@ -29,6 +29,10 @@ def fake_mnist(root: Path, *, folder: str = "mnist", n_train: int = 50, n_test: 
     return root
 
 
+# mnist-best without its self-conditioning (for pieces that exclude it, such as PacGAN)
+UNCLUSTERED = ["model.clusters=0", "model.g.label_input=false", "model.d.classifier=false"]
+
+
 def tiny_overrides(steps: int = 6) -> list[str]:
     """Overrides that make any preset a seconds-long run."""
     # one thread: tiny nets spend more time synchronising threads than computing

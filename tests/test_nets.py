@@ -9,6 +9,7 @@ from gankit.nets import build_nets, layer_table
 from gankit.nets.conditional import has_classifier
 from gankit.nets.layers import Conv2dSame, ConvTranspose2dSame, ToImage
 from gankit.nets.sequential import build_layers
+from tests.helpers import UNCLUSTERED
 
 # The parameter counts the seed documents print (Keras counts batch-norm statistics as params).
 SEED_COUNTS = {
@@ -183,7 +184,7 @@ def test_label_input_gives_the_class_to_a_fresh_generator(arch):
     mix = torch.tensor([[0.5, 0.0, 0.0, 0.5]])  # a mixture of classes enters z as the mixture of one-hots
     with torch.no_grad():
         assert G(z[:1], mix).shape == (1, 1, 8, 8)
-    with pytest.raises(GankitError, match="label_input needs a class-conditional model"):
+    with pytest.raises(GankitError, match="label_input needs class labels"):
         _nets(arch, (1, 8, 8), conditional=False, g={**TINY[arch][0], "label_input": True})
 
 
@@ -200,7 +201,7 @@ def test_classifier_head_gives_class_logits(arch):
     assert not has_classifier(plain)
     with pytest.raises(ValueError, match="no class head"):
         plain(x, y, with_classes=True)
-    with pytest.raises(GankitError, match="classifier needs a class-conditional model"):
+    with pytest.raises(GankitError, match="classifier needs class labels"):
         _nets(arch, (1, 8, 8), conditional=False, d={**TINY[arch][1], "classifier": True})
 
 
@@ -271,7 +272,7 @@ def test_packed_discriminator_judges_groups(arch):
 
 
 def test_packed_dry_run_table():
-    cfg = C.build("mnist-best", overrides=["model.pack=4", "model.g.width=8", "model.d.width=8"])
+    cfg = C.build("mnist-best", overrides=[*UNCLUSTERED, "model.pack=4", "model.g.width=8", "model.d.width=8"])
     _, D = build_nets(cfg.model, image_shape=(1, 28, 28), num_classes=10)
     table, total, _ = layer_table(D, torch.zeros(8, 1, 28, 28), None)
     assert "(2, 4, 28, 28)" not in table and "(2, 8, 14, 14)" in table  # 8 images -> 2 groups of 4

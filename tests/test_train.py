@@ -13,7 +13,7 @@ from gankit.sample import generate, load_generator
 from gankit.train.build import make_nets, sample_noise
 from gankit.train.loop import train
 from tests.conftest import SHARED
-from tests.helpers import tiny_config
+from tests.helpers import UNCLUSTERED, tiny_config
 
 
 def _cfg(preset="seed002-mlp-mnist", extra=(), steps=6):
@@ -210,8 +210,8 @@ def test_auxiliary_classifier_learns_the_classes(tmp_path):
 
 def test_packed_discriminator_trains_and_resumes_exactly(tmp_path):
     """PacGAN (model.pack) with R1 and DiffAugment: D judges pairs, and a resumed run matches a straight one."""
-    cfg = _cfg("mnist-best", extra=["model.pack=2", "model.g.width=8", "model.d.width=8", "loss.r1_gamma=1.0",
-                                    "loss.r1_every=2", "train.augment='translation,cutout'",
+    cfg = _cfg("mnist-best", extra=[*UNCLUSTERED, "model.pack=2", "model.g.width=8", "model.d.width=8",
+                                    "loss.r1_gamma=1.0", "loss.r1_every=2", "train.augment='translation,cutout'",
                                     "train.checkpoint_every=4"], steps=8)
     straight = train(cfg, tmp_path / "a", progress=False)
     train(cfg, tmp_path / "b", progress=False)

@@ -61,7 +61,7 @@ class ProjectionHead(nn.Module):
     def __init__(self, features: int, num_classes: int = 0, *, classifier: bool = False) -> None:
         super().__init__()
         if classifier and not num_classes:
-            raise ValueError("classifier needs a class-conditional model (model.conditional = true)")
+            raise ValueError("classifier needs class labels: model.conditional = true, or model.clusters > 0")
         self.num_classes = num_classes
         self.linear = nn.Linear(features, 1)
         self.embed = nn.Linear(num_classes, features, bias=False) if num_classes else None
@@ -99,7 +99,7 @@ class LatentLinear(nn.Linear):
 
     def __init__(self, latent_dim: int, out_features: int, *, num_classes: int = 0, label_input: bool = False) -> None:
         if label_input and not num_classes:
-            raise ValueError("label_input needs a class-conditional model (model.conditional = true)")
+            raise ValueError("label_input needs class labels: model.conditional = true, or model.clusters > 0")
         super().__init__(latent_dim + (num_classes if label_input else 0), out_features)
         self.num_classes = num_classes if label_input else 0
 
