@@ -235,3 +235,15 @@ def test_eval_on_two_processes_gives_the_one_process_metrics(single: Path, tmp_p
     table = dict(line.split() for line in res.stdout.splitlines())  # printed once, by rank 0
     for key in ("dfid61-test", "kid61-test", "is", "class_kl"):
         assert float(table[key]) == pytest.approx(expected[key], rel=1e-3, abs=1e-4), key
+
+
+def test_self_conditioned_ddp_matches_one_process(tmp_path: Path) -> None:
+    """model.clusters under DDP: every rank takes rank 0's clusters, and the run is the one-process run."""
+    extra = ["model.clusters=3"]
+    single = tmp_path / "single"
+    train(C.build("seed002-mlp-mnist", overrides=[*OVERRIDES, *extra]), single, progress=False)
+    res = _torchrun(["-p", "seed002-mlp-mnist", "-o", str(tmp_path / "ddp"), *_sets(extra)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    a, b = _weights(tmp_path / "ddp", 4), _weights(single, 4)
+    assert a["D.centres"].shape == (3, 28 * 28) and torch.equal(a["D.centres"], b["D.centres"])
+    _assert_same_weights(a, b)

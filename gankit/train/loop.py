@@ -185,6 +185,9 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     D.to(device).train()
     if clusters and (not resume or latest_good_checkpoint(run) is None):  # else from the checkpoint
         fit_clusters(G, D, images, clusters, seed=t.seed, value_range=vrange)
+        # ddp: every rank takes rank 0's clusters (k-means' float sums could differ between machines)
+        D.centres.copy_(dist.from_main(D.centres.cpu()))
+        G.cdf.copy_(dist.from_main(G.cdf.cpu()))
     fast.prepare(G)
     fast.prepare(D)
     G_ddp = dist.wrap(G, device, sync_batchnorm=t.sync_batchnorm)  # ddp: for the updates; G and D stay the bare nets
