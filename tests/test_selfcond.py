@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from gankit import config as C
 from gankit.errors import GankitError
 from gankit.nets.selfcond import ClusterDiscriminator, ClusterGenerator, kmeans, nearest_centre
-from gankit.run import RunDir, latest_good_checkpoint
+from gankit.run import RunDir, latest_good_checkpoint, read_stats
 from gankit.sample import generate, load_generator
 from gankit.train.loop import train
 from tests.conftest import SHARED
@@ -100,6 +100,8 @@ def test_self_conditioned_run_resumes_exactly_and_samples_unconditionally(tmp_pa
     assert wa["D.centres"].shape == (4, 28 * 28) and wa["D.centres"].abs().sum() > 0
     cdf = wa["G_ema.cdf"]
     assert torch.equal(cdf, wa["G.cdf"]) and cdf[-1].item() == pytest.approx(1.0) and (cdf.diff() > 0).all()
+    stats = read_stats(RunDir(tmp_path / "a"), "train")
+    assert all("d_cls" in r and "g_cls" in r for r in stats)  # D's class head learns the clusters, G is asked for them
     lg = load_generator(tmp_path / "a")
     images, labels, _ = generate(lg, 12, seed=3)
     assert images.shape == (12, 1, 28, 28) and images.dtype == torch.uint8 and labels is None
