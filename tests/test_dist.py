@@ -39,9 +39,11 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _torchrun(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+def _torchrun(args: list[str], *, script: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    """``gankit train --no-progress ARGS`` in 2 processes; through ``script`` (a launcher file) if given."""
+    entry = [str(script)] if script else ["-m", "gankit"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "gankit", "train", "--no-progress", *args]
+           *entry, "train", "--no-progress", *args]
     return subprocess.run(cmd, cwd=ROOT, env=_env(**env), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
 
 
@@ -237,12 +239,37 @@ def test_eval_on_two_processes_gives_the_one_process_metrics(single: Path, tmp_p
         assert float(table[key]) == pytest.approx(expected[key], rel=1e-3, abs=1e-4), key
 
 
+# Launcher for the test below: rank 1 fits different clusters (its centres in reverse order, its cluster
+# sizes skewed), as a machine whose k-means float sums came out differently would.
+_SKEWED_CLUSTERS = """
+import os
+import torch
+import gankit.train.loop as loop
+from gankit.cli import main
+
+fit = loop.fit_clusters
+
+def skewed(G, D, *args, **kwargs):
+    labels = fit(G, D, *args, **kwargs)
+    if os.environ["RANK"] != "0":
+        D.centres.copy_(D.centres.flip(0))
+        G.set_sizes(torch.arange(1, len(D.centres) + 1))
+    return labels
+
+loop.fit_clusters = skewed
+main()
+"""
+
+
 def test_self_conditioned_ddp_matches_one_process(tmp_path: Path) -> None:
-    """model.clusters under DDP: every rank takes rank 0's clusters, and the run is the one-process run."""
+    """model.clusters under DDP: every rank takes rank 0's clusters, and the run is the one-process run,
+    even where another rank's own k-means came out differently."""
     extra = ["model.clusters=3"]
     single = tmp_path / "single"
     train(C.build("seed002-mlp-mnist", overrides=[*OVERRIDES, *extra]), single, progress=False)
-    res = _torchrun(["-p", "seed002-mlp-mnist", "-o", str(tmp_path / "ddp"), *_sets(extra)])
+    launcher = tmp_path / "skewed_clusters.py"
+    launcher.write_text(_SKEWED_CLUSTERS)
+    res = _torchrun(["-p", "seed002-mlp-mnist", "-o", str(tmp_path / "ddp"), *_sets(extra)], script=launcher)
     assert res.returncode == 0, res.stderr[-3000:]
     a, b = _weights(tmp_path / "ddp", 4), _weights(single, 4)
     assert a["D.centres"].shape == (3, 28 * 28) and torch.equal(a["D.centres"], b["D.centres"])

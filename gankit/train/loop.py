@@ -185,7 +185,8 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     D.to(device).train()
     if clusters and (not resume or latest_good_checkpoint(run) is None):  # else from the checkpoint
         fit_clusters(G, D, images, clusters, seed=t.seed, value_range=vrange)
-        # ddp: every rank takes rank 0's clusters (k-means' float sums could differ between machines)
+        # ddp: every rank takes rank 0's clusters (k-means' float sums could differ between machines); DDP's
+        # wrap below copies rank 0's buffers too, but the labels must not depend on that default
         D.centres.copy_(dist.from_main(D.centres.cpu()))
         G.cdf.copy_(dist.from_main(G.cdf.cpu()))
     fast.prepare(G)
