@@ -10,6 +10,23 @@ from torch import nn
 from gankit.config import OptimConfig
 
 
+def match_layouts(opt: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor (Adam's moments, RMSprop's square average) its parameter's strides.
+
+    A checkpoint stores tensors contiguous, so after ``load_state_dict`` a channels_last weight has
+    NCHW-ordered moments. PyTorch's fused Adam on the CPU (2.13) walks parameter, gradient and state in
+    memory order and silently mixes up elements when their layouts differ (measured: a resumed
+    channels_last run drifted from the run that never stopped; ``tests/test_optim.py`` shows it on one
+    tensor), so the state is laid out like the parameter before the first step.
+    """
+    for group in opt.param_groups:
+        for p in group["params"]:
+            state = opt.state.get(p, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
 class Optim:
     """A torch optimizer plus what Keras adds around it: ``clipvalue`` and ``decay``.
 
@@ -66,6 +83,7 @@ class Optim:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.opt.load_state_dict(state["opt"])
+        match_layouts(self.opt)
         self.iterations = int(state["iterations"])
         self.lr_scale = float(state.get("lr_scale", 1.0))  # checkpoints from before divergence recovery
         # the learning rate comes from the config, not the saved state, so `--resume --set optim.g.lr=...`

@@ -73,10 +73,20 @@ def _weights(run_path):
     return load_file(str(latest_good_checkpoint(RunDir(run_path)) / "weights.safetensors"))
 
 
-@pytest.mark.parametrize("preset", C.preset_names())
-def test_exact_resume(preset, tmp_path):
-    """Stop after step 6 of 12, resume: same weights and losses as never stopping (bit for bit)."""
-    cfg = _cfg(preset, extra=["train.checkpoint_every=4", "train.log_every=2"], steps=8)
+# every preset as `auto` resolves it on this machine, plus both memory layouts and precisions explicitly, so
+# the layouts an AMX CPU or a GPU picks are covered on any CPU (bf16 emulated without bf16 units: slow but exact)
+RESUME_CASES = [pytest.param(p, (), id=p) for p in C.preset_names()] + [
+    pytest.param("mnist-best", (f"train.precision='{prec}'", f"train.channels_last={cl}"),
+                 id=f"mnist-best-{prec}-{name}")
+    for prec, cl, name in (("fp32", "true", "channels_last"), ("bf16", "true", "channels_last"),
+                           ("bf16", "false", "contiguous"))
+]
+
+
+@pytest.mark.parametrize(("preset", "layout"), RESUME_CASES)
+def test_exact_resume(preset, layout, tmp_path):
+    """Stop after step 4 of 8, resume: same weights and losses as never stopping (bit for bit)."""
+    cfg = _cfg(preset, extra=["train.checkpoint_every=4", "train.log_every=2", *layout], steps=8)
     straight = train(cfg, tmp_path / "a", progress=False)
     assert straight.step == 8
     # the interrupted run: train to 8, then lose everything after the step-4 checkpoint
