@@ -12,6 +12,8 @@ For each preset, in one process and alternating (rep 1: gankit, plain; rep 2: ga
   fp32, contiguous tensors, ``BCEWithLogitsLoss``, D's weights left trainable (their gradients
   computed and thrown away) during G's step, default optimizer implementations, and PyTorch's own
   layers where gankit swaps in a faster one (``ToImage``: the plain ``ConvTranspose2d``).
+- **--also LABEL:OVERRIDES** (optional, repeatable): gankit's loop again with those config overrides,
+  in the same alternation, to weigh one switch side by side (``--also "fp32:train.precision='fp32'"``).
 
 Both run the preset's D update (joint, concat or separate) and G batch size; schedules that change
 who trains when (seed 000's thresholds, seed 003's pause-the-winner) are replaced by plain
@@ -67,6 +69,14 @@ def matmul_rate(dtype: torch.dtype, size: int = 1024, seconds: float = 1.0, devi
             n += 1
         sync()
     return 2 * size**3 * n / (time.perf_counter() - start)
+
+
+def parse_arm(text: str) -> tuple[str, list[str]]:
+    """``LABEL:ov1;ov2`` -> (LABEL, [ov1, ov2])."""
+    label, sep, rest = text.partition(":")
+    if not sep or not label:
+        raise SystemExit(f"--also {text!r}: write LABEL:OVERRIDE;OVERRIDE")
+    return label, [o.strip() for o in rest.split(";") if o.strip()]
 
 
 def preset_config(name: str, steps: int, log_every: int, overrides: list[str]) -> C.Config:
@@ -201,9 +211,13 @@ def main() -> None:
     ap.add_argument("--sample-n", type=int, default=5000)
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--gankit-only", action="store_true", help="skip the plain loop (e.g. on a GPU)")
+    ap.add_argument("--also", action="append", default=[], metavar="LABEL:OVERRIDE;OVERRIDE",
+                    help="another gankit arm with these overrides, alternated with the others (repeatable), "
+                         "e.g. fp32:train.precision='fp32'")
     ap.add_argument("--out", default="benchmarks/out/throughput.json")
     args = ap.parse_args()
     names = args.presets or C.preset_names()
+    arms = [parse_arm(a) for a in args.also]
 
     cuda = any("device='cuda'" in o or 'device="cuda"' in o for o in args.overrides)
     dev = "cuda" if cuda else "cpu"
@@ -235,8 +249,13 @@ def main() -> None:
         log_every = max(1, steps // 4)
         cfg = preset_config(name, log_every * 5, log_every, args.overrides)
         ours, plain = [], []
+        extra: dict[str, list[float]] = {label: [] for label, _ in arms}
+        arm_cfgs = {label: preset_config(name, log_every * 5, log_every, [*args.overrides, *sets])
+                    for label, sets in arms}
         for _ in range(args.reps):
             ours += gankit_step_seconds(cfg, log_every)
+            for label, arm_cfg in arm_cfgs.items():
+                extra[label] += gankit_step_seconds(arm_cfg, log_every)
             if not args.gankit_only:
                 plain += plain_step_seconds(cfg, data.images, data.labels, info, log_every)[0]
         b = cfg.data.batch_size
@@ -248,13 +267,17 @@ def main() -> None:
                "fp32_matmul_flops": fp32_rate, "bf16_matmul_flops": bf16_rate,
                "sample_img_s": float("nan") if cuda else sampling_rate(cfg, info, args.sample_n),
                "eval_img_s": None if cuda else evaluation_rate(cfg.data.dataset, data.images, 5000)}
+        row["also"] = {label: {"overrides": dict(arms)[label], "img_s": b / statistics.median(ts), "step_s": ts,
+                               "gankit_speedup": statistics.median(ts) / t_ours} for label, ts in extra.items()}
         achieved = flops / t_ours if flops else float("nan")
         row["achieved_flops"] = achieved
         rows.append(row)
         ev = f"{row['eval_img_s']:8.0f}" if row["eval_img_s"] else f"{'-':>8}"
         print(f"{name:<24} {row['gankit_img_s']:12.0f} {row['plain_img_s']:12.0f} {row['ratio']:6.2f} "
               f"{(flops or 0) / 1e9:10.2f} {achieved / fp32_rate:7.0%} {achieved / bf16_rate:7.0%} "
-              f"{row['sample_img_s']:9.0f} {ev}", flush=True)
+              f"{row['sample_img_s']:9.0f} {ev}"
+              + "".join(f"  {label}: {a['img_s']:.0f} img/s (gankit x{a['gankit_speedup']:.2f})"
+                        for label, a in row["also"].items()), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),

@@ -93,7 +93,8 @@ def generate(lg: LoadedGenerator, n: int, *, seed: int = 0, labels: torch.Tensor
     out = []
     # the run's precision (bf16 autocast where the hardware has bf16 units); channels_last does not
     # matter for a generator's flat input
-    fast = fast_path(precision=cfg.train.precision, channels_last=False, compile="off", device=lg.device)
+    fast = fast_path(precision=cfg.train.precision, channels_last=False, compile="off", device=lg.device,
+                     nets=(lg.G,))
     with torch.inference_mode(), fast.autocast():
         lo, hi = rows or (0, n)
         for i in range(lo, hi, batch):

@@ -155,7 +155,6 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     if t.threads:
         torch.set_num_threads(t.threads)
     device = dist.init(resolve_device(t.device))  # ddp: start the process group, this rank's GPU
-    fast = fast_path(precision=t.precision, channels_last=t.channels_last, compile=t.compile, device=device)
     progress = progress and dist.is_main()  # ddp: rank 0 alone prints and writes the run directory
     if not resume and dist.is_main():
         check_free(out, force=force)  # before the (slow) data load
@@ -181,6 +180,8 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
 
     # ---- build nets, optimizers, objective, schedule --------------------------------------------------
     G, D = make_nets(cfg, info)
+    fast = fast_path(precision=t.precision, channels_last=t.channels_last, compile=t.compile, device=device,
+                     nets=(G, D))
     G.to(device).train()
     D.to(device).train()
     if clusters and (not resume or latest_good_checkpoint(run) is None):  # else from the checkpoint

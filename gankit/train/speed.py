@@ -4,8 +4,12 @@ Each switch is resolved once per run from the config and the hardware. ``auto`` 
 only where it was measured to help (see the README's speed section and ``benchmarks/throughput.py``):
 
 - bf16 autocast pays off on CPUs with bf16 matrix units (Intel AMX) and on CUDA GPUs that support
-  bf16. On CPUs without them (AVX2-only, e.g. the AMD EPYC this was measured on) PyTorch emulates
-  bf16 convolutions and they run 5-20x *slower* than fp32, so ``auto`` keeps fp32 there.
+  bf16. On CPUs without them (AVX2-only, e.g. the AMD EPYC this was first measured on) PyTorch
+  emulates bf16 convolutions and they run 5-20x *slower* than fp32, so ``auto`` keeps fp32 there.
+  On an AMX CPU it paid for every convolutional preset (1.1x for the small ones, 1.6-4x for the seed
+  DCGANs, over gankit's own fp32 step) at the same dFID at equal steps, but the fully-connected
+  seed 002 GAN (batch 32, layers of at most 1024) ran 0.77-0.93x of its fp32 speed: its products
+  are too small for the casts to pay. So on a CPU ``auto`` takes bf16 only for nets with convolutions.
 - channels_last helps convolutions on CUDA and together with bf16 on AMX CPUs; on AVX2 CPUs in
   fp32 it measured no faster (and some backward passes slower), so ``auto`` follows bf16 on CPU.
 """
@@ -49,12 +53,19 @@ def fast_bf16(device: torch.device) -> bool:
     return False
 
 
-def resolve_precision(name: str, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 where the hardware has bf16 matrix units, else fp32; ``fp32``/``bf16`` as asked."""
+def has_convolutions(*nets: nn.Module) -> bool:
+    """Whether any of ``nets`` holds a convolution (plain or transposed, any dimension)."""
+    return any(isinstance(m, nn.modules.conv._ConvNd) for net in nets for m in net.modules())
+
+
+def resolve_precision(name: str, device: torch.device, *, convolutional: bool = True) -> torch.dtype:
+    """``auto``: bf16 where the hardware has bf16 matrix units (on a CPU: for convolutional nets only,
+    see the module doc), else fp32; ``fp32``/``bf16`` as asked."""
     if name not in PRECISIONS:
         raise GankitError(f"train.precision = {name!r}; choose one of {', '.join(PRECISIONS)}")
     if name == "auto":
-        return torch.bfloat16 if fast_bf16(device) else torch.float32
+        pays = fast_bf16(device) and (convolutional or device.type != "cpu")
+        return torch.bfloat16 if pays else torch.float32
     return torch.bfloat16 if name == "bf16" else torch.float32
 
 
@@ -111,10 +122,11 @@ class FastPath:
         return ", ".join(parts)
 
 
-def fast_path(*, precision: str, channels_last: bool | None, compile: str, device: torch.device) -> FastPath:
-    """Resolve the config's speed switches for ``device``."""
+def fast_path(*, precision: str, channels_last: bool | None, compile: str, device: torch.device,
+              nets: tuple[nn.Module, ...] = ()) -> FastPath:
+    """Resolve the config's speed switches for ``device`` and ``nets`` (none given: taken as convolutional)."""
     if compile not in COMPILE_MODES:
         raise GankitError(f"train.compile = {compile!r}; choose one of {', '.join(COMPILE_MODES)}")
-    dtype = resolve_precision(precision, device)
+    dtype = resolve_precision(precision, device, convolutional=not nets or has_convolutions(*nets))
     return FastPath(device=device, dtype=dtype, channels_last=resolve_channels_last(channels_last, device, dtype),
                     compile=compile)
