@@ -8,7 +8,8 @@ under ``torch.profiler``, recording ``--steps`` steady-state steps after ``--war
 run's setup, first-call kernel creation and warm-up are left out). Operators are grouped into kinds
 (convolution, transposed convolution, linear, normalisation, activation, dtype casts, optimizer, ...)
 by their ATen names, and the table shows milliseconds per step of each kind's *self* time, so nested
-calls are not counted twice.
+calls are not counted twice. A transposed convolution's backward runs as ``convolution_backward`` and
+so counts under convolution; "transposed conv" holds only their forward kernels (and col2im).
 
 Prints the table and writes ``benchmarks/out/profile-PRESET.json``.
 """

@@ -31,11 +31,11 @@ from gankit.run import read_stats
 from gankit.train.loop import train
 
 
-def parse_variant(text: str) -> tuple[str, list[str]]:
+def parse_variant(text: str, *, flag: str = "--variant") -> tuple[str, list[str]]:
     """``NAME:ov1;ov2`` -> (NAME, [ov1, ov2]); ``NAME:`` is the preset as it is."""
     name, sep, rest = text.partition(":")
     if not sep or not name:
-        raise GankitError(f"--variant {text!r}: write NAME:OVERRIDE;OVERRIDE (NAME: alone for the preset as is)")
+        raise GankitError(f"{flag} {text!r}: write NAME:OVERRIDE;OVERRIDE (NAME: alone for the preset as is)")
     return name, [o.strip() for o in rest.split(";") if o.strip()]
 
 

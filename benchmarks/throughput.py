@@ -39,12 +39,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from sweep import parse_variant  # benchmarks/, the script's own folder (same NAME:OVERRIDE;... form)
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from gankit import config as C
 from gankit.data import to_float
+from gankit.errors import GankitError
 from gankit.nets.layers import ToImage
 from gankit.run import read_stats
 from gankit.sample import LoadedGenerator, generate
@@ -69,14 +71,6 @@ def matmul_rate(dtype: torch.dtype, size: int = 1024, seconds: float = 1.0, devi
             n += 1
         sync()
     return 2 * size**3 * n / (time.perf_counter() - start)
-
-
-def parse_arm(text: str) -> tuple[str, list[str]]:
-    """``LABEL:ov1;ov2`` -> (LABEL, [ov1, ov2])."""
-    label, sep, rest = text.partition(":")
-    if not sep or not label:
-        raise SystemExit(f"--also {text!r}: write LABEL:OVERRIDE;OVERRIDE")
-    return label, [o.strip() for o in rest.split(";") if o.strip()]
 
 
 def preset_config(name: str, steps: int, log_every: int, overrides: list[str]) -> C.Config:
@@ -217,7 +211,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/out/throughput.json")
     args = ap.parse_args()
     names = args.presets or C.preset_names()
-    arms = [parse_arm(a) for a in args.also]
+    arms = [parse_variant(a, flag="--also") for a in args.also]
 
     cuda = any("device='cuda'" in o or 'device="cuda"' in o for o in args.overrides)
     dev = "cuda" if cuda else "cpu"
@@ -288,4 +282,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except GankitError as exc:  # a bad --also or --set: the message, not a traceback
+        raise SystemExit(f"error: {exc}") from None
