@@ -50,6 +50,9 @@ class ModelConfig:
     latent_dim: int = 100
     noise: str = "normal"  # normal | uniform (in [-1, 1])
     output: str = "tanh"  # tanh: images in [-1, 1]; sigmoid: images in [0, 1]
+    # The range real images are scaled to, [low, high]; unset: the output's range (above). Seed 004's
+    # code as printed scales to [0, 1] under a tanh G, which is what [0, 1] with output = "tanh" repeats
+    image_range: list[float] | None = None
     conditional: bool = False  # class labels into G and D
     # keras (glorot-uniform, zero bias) | dcgan (N(0, 0.02)) | tf-truncated (truncated normal,
     # std 2/sqrt(weights), seed 003) | torch (PyTorch defaults)
@@ -416,6 +419,8 @@ def validate(cfg: Config) -> Config:
     _check(m.latent_dim > 0, f"model.latent_dim must be positive, got {m.latent_dim}")
     _one_of(m.noise, ("normal", "uniform"), "model.noise")
     _one_of(m.output, ("tanh", "sigmoid"), "model.output")
+    _check(m.image_range is None or (len(m.image_range) == 2 and m.image_range[0] < m.image_range[1]),
+           f"model.image_range must be [low, high] with low < high, got {m.image_range}")
     _one_of(m.init, ("keras", "dcgan", "tf-truncated", "torch"), "model.init")
     registry.get("generator", m.g.arch)
     registry.get("discriminator", m.d.arch)

@@ -43,11 +43,29 @@ def test_unknown_net_param_did_you_mean():
         ("loss.topk=0", r"loss.topk must be in \(0, 1\]"),
         ("loss.topk_gamma=1.5", r"loss.topk_gamma must be in \(0, 1\]"),
         ("model.pack=3", "data.batch_size = 32 is not a multiple of model.pack = 3"),
+        ("model.image_range=[1, 0]", r"model.image_range must be \[low, high\] with low < high"),
+        ("model.image_range=[0, 1, 2]", "model.image_range must be"),
     ],
 )
 def test_bad_values(override, message):
     with pytest.raises(GankitError, match=message):
         C.build("seed002-mlp-mnist", overrides=[override])
+
+
+def test_image_range_overrides_the_output_range():
+    from gankit.data.dataset import to_float, to_uint8
+    from gankit.train.build import value_range
+
+    tanh = C.build("seed004-dcgan-ships")
+    assert value_range(tanh.model) == (-1.0, 1.0)
+    printed = C.build("seed004-dcgan-ships", overrides=["model.image_range=[0, 1]"])
+    assert printed.model.output == "tanh" and value_range(printed.model) == (0.0, 1.0)
+    import torch
+
+    px = torch.tensor([0, 128, 255], dtype=torch.uint8)
+    assert torch.allclose(to_float(px, value_range=value_range(printed.model)), px.float() / 255)
+    # G's tanh can go below the data's 0: shown as black, as a uint8 image must
+    assert to_uint8(torch.tensor([-0.7, 0.5, 1.0]), value_range=(0.0, 1.0)).tolist() == [0, 128, 255]
 
 
 def test_override_parsing():

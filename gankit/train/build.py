@@ -36,7 +36,11 @@ def make_nets(cfg: Config, info: DatasetInfo) -> tuple[nn.Module, nn.Module]:
 
 
 def value_range(model: ModelConfig) -> tuple[float, float]:
-    """The range images live in for this model: [-1, 1] for tanh, [0, 1] for sigmoid outputs."""
+    """The range images live in for this model: ``model.image_range`` if set, else [-1, 1] for tanh
+    and [0, 1] for sigmoid outputs."""
+    if model.image_range is not None:
+        low, high = model.image_range
+        return (float(low), float(high))
     return (-1.0, 1.0) if model.output == "tanh" else (0.0, 1.0)
 
 
