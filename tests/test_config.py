@@ -56,11 +56,12 @@ def test_image_range_overrides_the_output_range():
     from gankit.data.dataset import to_float, to_uint8
     from gankit.train.build import value_range
 
-    tanh = C.build("seed004-dcgan-ships")
-    assert value_range(tanh.model) == (-1.0, 1.0)
-    printed = C.build("seed004-dcgan-ships", overrides=["model.image_range=[0, 1]"])
-    assert printed.model.output == "tanh" and value_range(printed.model) == (0.0, 1.0)
     import torch
+
+    printed = C.build("seed004-dcgan-ships")  # the seed's [0, 1] under G's tanh
+    assert printed.model.output == "tanh" and value_range(printed.model) == (0.0, 1.0)
+    assert value_range(C.build("seed004-dcgan-ships", overrides=["model.image_range=[-1, 1]"]).model) == (-1, 1)
+    assert value_range(C.build("seed002-mlp-mnist").model) == (-1.0, 1.0)  # unset: the output's range
 
     px = torch.tensor([0, 128, 255], dtype=torch.uint8)
     assert torch.allclose(to_float(px, value_range=value_range(printed.model)), px.float() / 255)
