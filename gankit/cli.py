@@ -6,6 +6,7 @@ Every user error surfaces as one ``error: ...`` line (exit status 2), never a tr
 from __future__ import annotations
 
 import errno
+import os
 import sys
 import time
 import warnings
@@ -25,6 +26,11 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except GankitError as exc:
             click.echo(f"error: {exc}", err=True)
+            dist = sys.modules.get("gankit.dist")  # loaded only by commands that can run as a rank
+            if dist is not None and dist.broken():  # a failed collective: skip the teardown that can abort
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(2)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

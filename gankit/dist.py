@@ -102,8 +102,18 @@ def init(device: torch.device) -> torch.device:
     return device
 
 
+_BROKEN = False  # a collective failed: the group can no longer be torn down cleanly
+
+
+def broken() -> bool:
+    """Whether a collective failed in this process (see :func:`session`): leave with ``os._exit``."""
+    return _BROKEN
+
+
 def shutdown() -> None:
-    """Leave the process group (safe to call twice)."""
+    """Leave the process group (safe to call twice; a broken group is left alone, see :func:`broken`)."""
+    if _BROKEN:
+        return
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
@@ -122,6 +132,11 @@ def session(device_name: str = "auto") -> Iterator[None]:
     except RuntimeError as exc:
         if not (active() and _from_collective(exc)):
             raise
+        # gloo's and DDP's threads are left mid-operation: tearing the group down, or the interpreter's
+        # normal exit, can then end in C++'s "terminate called without an active exception" (SIGABRT)
+        # instead of the error below, so the CLI leaves with os._exit once it has printed it
+        global _BROKEN
+        _BROKEN = True
         raise GankitError(f"rank {rank()} of {world()}: lost contact with the other ranks ({_first_line(exc)}); "
                           "another rank probably failed: see its error above") from None
     finally:
