@@ -1,7 +1,10 @@
 import pytest
+import torch
 
 from gankit import config as C
+from gankit.data.dataset import to_float, to_uint8
 from gankit.errors import GankitError
+from gankit.train.build import value_range
 from tests.helpers import UNCLUSTERED
 
 
@@ -53,11 +56,6 @@ def test_bad_values(override, message):
 
 
 def test_image_range_overrides_the_output_range():
-    from gankit.data.dataset import to_float, to_uint8
-    from gankit.train.build import value_range
-
-    import torch
-
     printed = C.build("seed004-dcgan-ships")  # the seed's [0, 1] under G's tanh
     assert printed.model.output == "tanh" and value_range(printed.model) == (0.0, 1.0)
     assert value_range(C.build("seed004-dcgan-ships", overrides=["model.image_range=[-1, 1]"]).model) == (-1, 1)
