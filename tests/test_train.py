@@ -244,3 +244,19 @@ def test_learning_rate_changed_at_resume_takes_effect(tmp_path):
     stats = read_stats(RunDir(tmp_path / "run"), "train")
     assert [(s["step"], s["lr_g"], s["lr_d"]) for s in stats] == [
         (2, 1e-3, 1e-3), (4, 1e-3, 1e-3), (6, 2e-4, 3e-4), (8, 2e-4, 3e-4)]
+
+
+def test_image_range_scales_the_real_batches(tmp_path, monkeypatch):
+    """model.image_range reaches the loop: every real batch D sees is scaled to it (seed 004's [0, 1])."""
+    import gankit.train.loop as loop
+
+    seen = []
+
+    def recording(batch, *, value_range):
+        out = to_float(batch, value_range=value_range)
+        seen.append((value_range, float(out.min()), float(out.max())))
+        return out
+
+    monkeypatch.setattr(loop, "to_float", recording)
+    train(_cfg(extra=["model.image_range=[0, 1]"], steps=2), tmp_path / "run", progress=False)
+    assert seen and all(vr == (0.0, 1.0) and lo >= 0.0 and hi <= 1.0 for vr, lo, hi in seen)
