@@ -5,7 +5,7 @@ Not part of gankit and not run by its tests: it needs TensorFlow, in a virtual e
     # 1. MNIST's training images (uint8 [N, 784]) and labels, with gankit's data layer (project venv)
     GANKIT_DATA=../shared/data .venv/bin/python benchmarks/reference/seed003_tf1.py --export mnist.npz
     # 2. the seed's graph (tensorflow-cpu==2.15.1 in its own venv, as for seed004_keras.py)
-    /tmp/tfenv/bin/python benchmarks/reference/seed003_tf1.py mnist.npz OUT.jsonl STEPS SEED [G_KEEP]
+    /tmp/tfenv/bin/python benchmarks/reference/seed003_tf1.py mnist.npz OUT.jsonl STEPS SEED [G_KEEP [G_LOSS]]
 
 The document lost some lines in printing (the two `conv2d_transpose` calls' first lines and the
 `sess.run` lines of the training loop); they are filled in the only way the surviving arguments
@@ -13,6 +13,8 @@ allow: `tf.nn.conv2d_transpose(h_img, W_conv, ...)` and `(h2_img, W_conv2, ...)`
 'SAME' padding, and `sess.run(generate_optimiser / detect_optimiser, feed_dict=...)` with the feeds
 that survive. G's feed shows no `keep_prob`, which the graph needs, so G's step gets G_KEEP: 0.5 by
 default, like D's (gankit's D is in training mode in G's step too), or 1.0 for no dropout there.
+G_LOSS is `printed` (default: G minimises log(D's fake probability), the saturating minimax loss) or
+`ns` (G minimises -log(1 - D's fake probability), the non-saturating loss that gankit's preset uses).
 Python 2's prints become print(). Every 100 steps (the seed's measurement) OUT.jsonl gets error1,
 error2, who trains, and how much of G's output is above 0 (G's clip kills the gradient of a pixel at 0).
 """
@@ -27,14 +29,15 @@ if len(sys.argv) == 3 and sys.argv[1] == "--export":
     ds = load_dataset("mnist", split="train")
     np.savez(sys.argv[2], x=ds.images.numpy().reshape(len(ds.images), 784), y=ds.labels.numpy())
     sys.exit(0)
-if len(sys.argv) not in (5, 6):
+if len(sys.argv) not in (5, 6, 7) or (len(sys.argv) == 7 and sys.argv[6] not in ("printed", "ns")):
     sys.exit(__doc__)
 
 import tensorflow.compat.v1 as tf  # noqa: E402
 
 tf.disable_eager_execution()
 data_path, out, steps, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-g_keep = float(sys.argv[5]) if len(sys.argv) == 6 else 0.5
+g_keep = float(sys.argv[5]) if len(sys.argv) >= 6 else 0.5
+g_loss = sys.argv[6] if len(sys.argv) == 7 else "printed"
 np.random.seed(seed)
 tf.set_random_seed(seed)
 cfg = tf.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)
@@ -115,7 +118,11 @@ detect_on_generate = detect.calc(generate.x, y, keep_prob)
 detect_surprise = tf.reduce_mean(-tf.log(1 - detect_on_real) - tf.log(detect_on_generate), axis=[1])
 detect_fake_surprise = tf.reduce_mean(-tf.log(detect_on_generate), axis=[1])
 detect_optimiser = tf.train.AdamOptimizer(1e-4).minimize(detect_surprise, var_list=detect.all_vars)
-generate_optimiser = tf.train.AdamOptimizer(1e-4).minimize(-detect_fake_surprise, var_list=generate.all_vars)
+if g_loss == "printed":
+    generate_optimiser = tf.train.AdamOptimizer(1e-4).minimize(-detect_fake_surprise, var_list=generate.all_vars)
+else:  # the non-saturating loss: -log of the probability that D calls the fakes real
+    g_ns_loss = tf.reduce_mean(-tf.log(1 - detect_on_generate), axis=[1])
+    generate_optimiser = tf.train.AdamOptimizer(1e-4).minimize(g_ns_loss, var_list=generate.all_vars)
 sess.run(tf.global_variables_initializer())
 
 d = np.load(data_path)
