@@ -85,3 +85,19 @@ def test_topk_fraction_decays_per_epoch_to_its_floor():
     assert topk_fraction(0.0, nu=0.5, gamma=0.9) == 1.0
     assert topk_fraction(2.0, nu=0.5, gamma=0.9) == pytest.approx(0.81)
     assert topk_fraction(100.0, nu=0.5, gamma=0.9) == 0.5
+
+
+def test_minimax_g_loss_saturates_where_the_non_saturating_one_does_not():
+    """Why seed 003's preset trains G with `bce`: when D confidently rejects the fakes (logit -10),
+    the printed minimax loss gives G almost no gradient, the non-saturating one a full one."""
+    grads = {}
+    for name in ("minimax", "bce"):
+        x = torch.full((1,), -10.0, requires_grad=True)
+        registry.get("loss", name).g(x).backward()
+        grads[name] = -x.grad.item()  # how hard G is pushed to raise its fakes' score
+    assert grads["minimax"] == pytest.approx(math.exp(-10) / (1 + math.exp(-10)))  # sigmoid(-10): 4.5e-5
+    assert grads["bce"] == pytest.approx(1 / (1 + math.exp(-10)))  # 1 - sigmoid(-10)
+    from gankit import config as C
+
+    assert C.build("seed003-cgan-mnist").loss.name == "bce"
+    assert C.build("seed003-cgan-mnist", overrides=["loss.name='minimax'"]).loss.name == "minimax"  # the printed loss
