@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from gankit import config as C
 from gankit import losses, registry
 from gankit.losses import d_targets, keras_clipped, top_k, topk_fraction
 
@@ -97,7 +98,5 @@ def test_minimax_g_loss_saturates_where_the_non_saturating_one_does_not():
         grads[name] = -x.grad.item()  # how hard G is pushed to raise its fakes' score
     assert grads["minimax"] == pytest.approx(math.exp(-10) / (1 + math.exp(-10)))  # sigmoid(-10): 4.5e-5
     assert grads["bce"] == pytest.approx(1 / (1 + math.exp(-10)))  # 1 - sigmoid(-10)
-    from gankit import config as C
-
     assert C.build("seed003-cgan-mnist").loss.name == "bce"
     assert C.build("seed003-cgan-mnist", overrides=["loss.name='minimax'"]).loss.name == "minimax"  # the printed loss
