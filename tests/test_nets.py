@@ -6,9 +6,10 @@ from gankit import config as C
 from gankit import registry
 from gankit.errors import GankitError
 from gankit.nets import build_nets, layer_table
-from gankit.nets.conditional import has_classifier
-from gankit.nets.layers import Conv2dSame, ConvTranspose2dSame, ToImage
+from gankit.nets.conditional import ProjectionHead, has_classifier
+from gankit.nets.layers import Conv2dSame, ConvTranspose2dSame, Flatten, Reshape, ToImage
 from gankit.nets.sequential import build_layers
+from gankit.train import speed
 from tests.helpers import UNCLUSTERED
 
 # The parameter counts the seed documents print (Keras counts batch-norm statistics as params).
@@ -297,3 +298,79 @@ def test_to_image_matches_the_plain_transposed_convolution(out_channels):
     for u, v in zip(ga, gb):
         torch.testing.assert_close(v, u, rtol=1e-4, atol=1e-4)
     assert fast._folds(x) == (out_channels == 1)
+
+
+CL = torch.channels_last
+
+
+def test_flatten_hands_a_channels_last_input_its_gradient_channels_last():
+    """gankit's Flatten gives nn.Flatten's values and gradients, but a channels_last input's gradient
+    comes back channels_last (so the activation before it runs its fast backward), to second order
+    too (R1 and WGAN-GP differentiate D's gradient)."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 5, 5).contiguous(memory_format=CL).requires_grad_(True)
+    w = torch.randn(100, dtype=torch.float64).float()
+    ref_out = nn.Flatten()(x)
+    out = Flatten()(x)
+    assert out.shape == (3, 100) and out.is_contiguous()
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=0)
+    (g,) = torch.autograd.grad((out * w).sum(), x, create_graph=True)
+    (g_ref,) = torch.autograd.grad((ref_out * w).sum(), x, create_graph=True)
+    torch.testing.assert_close(g, g_ref, rtol=0, atol=0)
+    assert g.is_contiguous(memory_format=CL) and not g.is_contiguous()
+    y = torch.nn.functional.leaky_relu(x, 0.2)  # second order through a non-linear layer, as in R1
+    (g2,) = torch.autograd.grad((Flatten()(y) ** 2 @ w).sum(), x, create_graph=True)
+    (g2_ref,) = torch.autograd.grad((nn.Flatten()(y) ** 2 @ w).sum(), x, create_graph=True)
+    torch.testing.assert_close(torch.autograd.grad(g2.square().sum(), x, retain_graph=True)[0],
+                               torch.autograd.grad(g2_ref.square().sum(), x)[0])
+    plain = torch.randn(3, 4, 5, 5)  # contiguous inputs take nn.Flatten's own path
+    assert Flatten()(plain).data_ptr() == plain.data_ptr()
+
+
+def test_reshape_lays_images_out_channels_last_when_its_net_is():
+    flat = torch.randn(2, 12)
+    r = Reshape(3, 2, 2)
+    assert r(flat).is_contiguous()
+    r.channels_last = True
+    out = r(flat)
+    assert out.is_contiguous(memory_format=CL) and not out.is_contiguous()
+    torch.testing.assert_close(out, flat.view(2, 3, 2, 2), rtol=0, atol=0)
+    assert Reshape(12)(flat).shape == (2, 12)  # flat targets are left alone
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "resnet"])
+def test_channels_last_nets_keep_one_layout_and_compute_the_same(arch):
+    """Under the fast path's channels_last, G's reshape to an image follows the weights, and both nets
+    give the contiguous nets' outputs and gradients."""
+    G, D = _nets(arch, (1, 28, 28), conditional=True)
+    G2, D2 = _nets(arch, (1, 28, 28), conditional=True)
+    G2.load_state_dict(G.state_dict())
+    D2.load_state_dict(D.state_dict())
+    fp = speed.FastPath(device=torch.device("cpu"), channels_last=True)
+    fp.prepare(G2)
+    fp.prepare(D2)
+    assert all(m.channels_last for m in G2.modules() if isinstance(m, Reshape))
+    z, y = torch.randn(4, 5), torch.tensor([0, 1, 2, 3])
+    G.eval(), G2.eval(), D.eval(), D2.eval()  # spectral norm's vectors stay put, so the two pairs stay equal
+    a, b = G(z, y), G2(z, y)
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    xa = a.detach().requires_grad_(True)
+    xb = fp.images(b.detach()).requires_grad_(True)
+    da, db = D(xa, y), D2(xb, y)
+    torch.testing.assert_close(db, da, rtol=1e-4, atol=1e-5)
+    (ga,) = torch.autograd.grad(da.sum(), xa)
+    (gb,) = torch.autograd.grad(db.sum(), xb)
+    torch.testing.assert_close(gb, ga, rtol=1e-4, atol=1e-5)
+
+
+def test_projection_head_logit_stays_fp32_under_cpu_autocast():
+    """The head's one-output product runs in fp32 on a CPU under bf16 autocast (bf16 only slows a
+    matrix-vector product there): the logit matches fp32 to fp32 rounding, not bf16's."""
+    torch.manual_seed(0)
+    head = ProjectionHead(256, 0)
+    h = torch.randn(8, 256)
+    ref = head(h)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = head(h)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from gankit.nets.conditional import LatentLinear, Norm2d, ProjectionHead, apply_spectral_norm
-from gankit.nets.layers import ToImage
+from gankit.nets.layers import Flatten, Reshape, ToImage
 from gankit.nets.mlp import output_activation
 from gankit.registry import register
 
@@ -52,6 +52,7 @@ class DCGANGenerator(nn.Module):
         ch = [width * 2 ** (n - 1 - i) for i in range(n)]  # channels at each resolution before the image
         self.c0 = ch[0]
         self.fc = LatentLinear(latent_dim, ch[0] * start * start, num_classes=num_classes, label_input=label_input)
+        self.unflatten = Reshape(ch[0], start, start)  # [N, C0, s, s]
         self.norms = nn.ModuleList([Norm2d(ch[0], num_classes)])
         self.convs = nn.ModuleList()
         for i in range(n):
@@ -68,7 +69,7 @@ class DCGANGenerator(nn.Module):
             apply_spectral_norm(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.fc(z, labels).view(-1, self.c0, self.start, self.start)  # [N, C0, s, s]
+        h = self.unflatten(self.fc(z, labels))  # [N, C0, s, s]
         h = self.act(self.norms[0](h, labels))
         for conv, norm in zip(self.convs, self.norms[1:], strict=True):
             h = self.act(norm(conv(h), labels))
@@ -97,7 +98,7 @@ class DCGANDiscriminator(nn.Module):
             for _ in range(depth):
                 layers += [nn.Conv2d(c, c, 3, 1, 1), nn.LeakyReLU(leak)]
             c_in = c
-        self.features = nn.Sequential(*layers, nn.Flatten())
+        self.features = nn.Sequential(*layers, Flatten())
         self.head = ProjectionHead(c_in * start * start, num_classes, classifier=classifier)
         if sn:
             apply_spectral_norm(self)

@@ -8,6 +8,7 @@ pixel. These modules reproduce TensorFlow's alignment exactly with the same para
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,15 +55,57 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
         return full[..., top : top + h, left : left + w]
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether a 4-d tensor is laid out channels_last (and not also plain contiguous)."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+class _FlattenKeepLayout(torch.autograd.Function):
+    """Flatten a channels_last ``[N, C, H, W]`` in PyTorch's (channel-first) order, and hand its
+    gradient back channels_last too. ``nn.Flatten``'s gradient comes back plain contiguous, so the
+    layer before it (an activation whose input is channels_last) ran its backward on two tensors of
+    different layouts, PyTorch's slow strided path: 2.1 ms against 0.14 for leaky ReLU's backward at
+    ``[64, 64, 7, 7]``, a tenth of a small DCGAN's step on the AMX CPU."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.shape = x.shape
+        return x.contiguous().view(x.shape[0], -1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # differentiable: R1 and WGAN-GP go through it
+        return grad.reshape(ctx.shape).contiguous(memory_format=torch.channels_last)
+
+
+class Flatten(nn.Flatten):
+    """``nn.Flatten`` (to ``[N, features]``) that keeps a channels_last input's gradient channels_last."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.start_dim == 1 and self.end_dim == -1 and is_channels_last(x):
+            return _FlattenKeepLayout.apply(x)
+        return super().forward(x)
+
+
 class Reshape(nn.Module):
-    """Reshape each sample to ``shape`` (Keras' ``Reshape`` in channel-first order)."""
+    """Reshape each sample to ``shape`` (Keras' ``Reshape`` in channel-first order).
+
+    ``channels_last`` (set by the fast path when the net's weights are channels_last) lays a 4-d
+    result out channels_last, so the convolutions after it, and the activations' backward passes
+    between them, see one layout throughout instead of converting (or taking PyTorch's slow path for
+    mixed layouts) at every layer.
+    """
+
+    channels_last = False
 
     def __init__(self, *shape: int) -> None:
         super().__init__()
         self.shape = shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(x.shape[0], *self.shape)
+        out = x.reshape(x.shape[0], *self.shape)
+        if self.channels_last and out.dim() == 4:
+            return out.contiguous(memory_format=torch.channels_last)
+        return out
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}"

@@ -20,6 +20,7 @@ from torch import nn
 
 from gankit.nets.conditional import LatentLinear, Norm2d, ProjectionHead, apply_spectral_norm
 from gankit.nets.dcgan import stages
+from gankit.nets.layers import Reshape
 from gankit.nets.mlp import output_activation
 from gankit.registry import register
 
@@ -77,6 +78,7 @@ class ResNetGenerator(nn.Module):
         self.width = width
         self.fc = LatentLinear(latent_dim, width * self.start * self.start, num_classes=num_classes,
                                label_input=label_input)  # with label_input the one-hot class joins z
+        self.unflatten = Reshape(width, self.start, self.start)  # [N, W, s, s]
         self.blocks = nn.ModuleList([UpBlock(width, width, num_classes) for _ in range(n)])
         self.norm = Norm2d(width, num_classes)
         self.to_image = nn.Conv2d(width, channels, 3, 1, 1)
@@ -85,7 +87,7 @@ class ResNetGenerator(nn.Module):
             apply_spectral_norm(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.fc(z, labels).view(-1, self.width, self.start, self.start)  # [N, W, s, s]
+        h = self.unflatten(self.fc(z, labels))  # [N, W, s, s]
         for block in self.blocks:
             h = block(h, labels)
         return self.out(self.to_image(F.relu(self.norm(h, labels))))  # [N, C, H, W]

@@ -22,7 +22,15 @@ import torch
 from torch import nn
 
 from gankit.errors import GankitError
-from gankit.nets.layers import Conv2dSame, ConvTranspose2dSame, LabelConcat, Reshape, StretchedSigmoid, one_hot
+from gankit.nets.layers import (
+    Conv2dSame,
+    ConvTranspose2dSame,
+    Flatten,
+    LabelConcat,
+    Reshape,
+    StretchedSigmoid,
+    one_hot,
+)
 from gankit.registry import register
 
 Shape = tuple[int, ...]
@@ -127,7 +135,7 @@ def build_layers(specs: list[str], in_shape: Shape, num_classes: int) -> tuple[n
             layers.append(Reshape(*new))
             shape = new
         elif op == "flatten":
-            layers.append(nn.Flatten())
+            layers.append(Flatten())
             shape = (math.prod(shape),)
         elif op == "label":
             need(1)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from gankit.errors import GankitError
+from gankit.nets.layers import Reshape
 
 PRECISIONS = ("auto", "fp32", "bf16")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
@@ -98,9 +99,13 @@ class FastPath:
         return x
 
     def prepare(self, net: nn.Module) -> nn.Module:
-        """Move a net's 4-d weights to channels_last when enabled (in place; parameters stay the same)."""
+        """Move a net's 4-d weights to channels_last when enabled (in place; parameters stay the same),
+        and have its reshapes to images produce channels_last activations to match them."""
         if self.channels_last:
             net.to(memory_format=torch.channels_last)
+            for m in net.modules():
+                if isinstance(m, Reshape):
+                    m.channels_last = True
         return net
 
     def compiled(self, fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
