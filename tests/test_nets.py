@@ -374,3 +374,22 @@ def test_projection_head_logit_stays_fp32_under_cpu_autocast():
         out = head(h)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("k, s", [(5, 1), (4, 2), (5, 2), (3, 2)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_same_transposed_conv_gives_a_dense_output_equal_to_the_cropped_full_one(k, s, channels_last):
+    """Even crops run as PyTorch's symmetric padding, odd ones are cropped and copied out: either way
+    the values are the cropped full output's, and the tensor is dense in the input's layout (a strided
+    view sent batch norm after it down PyTorch's slow path)."""
+    torch.manual_seed(0)
+    convT = ConvTranspose2dSame(4, 3, k, s)
+    x = torch.randn(2, 4, 7, 7)
+    if channels_last:
+        convT.to(memory_format=CL)
+        x = x.contiguous(memory_format=CL)
+    full = nn.ConvTranspose2d.forward(convT, x)
+    top, left = (full.shape[-2] - 7 * s) // 2, (full.shape[-1] - 7 * s) // 2
+    out = convT(x)
+    torch.testing.assert_close(out, full[..., top : top + 7 * s, left : left + 7 * s], rtol=1e-5, atol=1e-5)
+    assert out.is_contiguous(memory_format=CL if channels_last else torch.contiguous_format)

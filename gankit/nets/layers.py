@@ -47,12 +47,20 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
         super().__init__(in_ch, out_ch, kernel, stride=stride, padding=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.stride[0]
-        h, w = x.shape[-2] * s, x.shape[-1] * s
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        crop_h, crop_w = kh - sh, kw - sw  # the full output, (h0 - 1) * s + k, less the "same" size h0 * s
+        if crop_h >= 0 and crop_w >= 0 and crop_h % 2 == 0 and crop_w % 2 == 0:
+            # an even crop is PyTorch's own symmetric padding: no larger output to compute and slice
+            return F.conv_transpose2d(x, self.weight, self.bias, self.stride, (crop_h // 2, crop_w // 2))
+        h, w = x.shape[-2] * sh, x.shape[-1] * sw
         full = super().forward(x)  # [N, C, (h0-1)*s + k, ...]
         top = (full.shape[-2] - h) // 2
         left = (full.shape[-1] - w) // 2
-        return full[..., top : top + h, left : left + w]
+        # the slice is a strided view; the layers after it (batch norm above all) take PyTorch's slow
+        # generic path on such views, so copy it out in the layout the convolution produced
+        out = full[..., top : top + h, left : left + w]
+        cl = full.is_contiguous(memory_format=torch.channels_last) and not full.is_contiguous()
+        return out.contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
 
 
 def is_channels_last(x: torch.Tensor) -> bool:
