@@ -45,13 +45,17 @@ class EMA:
         """Fold G's current weights in; ``step`` counts completed training steps."""
         # a function of the step alone, so a resumed run averages exactly as an unbroken one
         decay = ramped_decay(self.decay, step - self.start, self.rampup)
-        for p_ema, p in zip(self.model.parameters(), G.parameters(), strict=True):
-            if step >= self.start:
-                p_ema.lerp_(p.detach(), 1.0 - decay)  # p_ema + (1 - decay) * (p - p_ema)
-            else:
-                p_ema.copy_(p)
-        for b_ema, b in zip(self.model.buffers(), G.buffers(), strict=True):
-            b_ema.copy_(b)
+        ema_params, params = list(self.model.parameters()), [p.detach() for p in G.parameters()]
+        if len(ema_params) != len(params):
+            raise ValueError(f"G_ema has {len(ema_params)} parameters and G {len(params)}")
+        # one multi-tensor kernel per list instead of a Python loop of small ones (same arithmetic)
+        if step >= self.start:
+            torch._foreach_lerp_(ema_params, params, 1.0 - decay)  # p_ema + (1 - decay) * (p - p_ema)
+        else:
+            torch._foreach_copy_(ema_params, params)
+        ema_buffers, buffers = list(self.model.buffers()), list(G.buffers())
+        if ema_buffers:
+            torch._foreach_copy_(ema_buffers, buffers)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()

@@ -201,6 +201,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     D_upd = D_fwd if D_ddp is D else fast.compiled(D_ddp)
     opt_g = Optim(list(G.parameters()), cfg.optim.g, device_type=device.type)
     opt_d = Optim(list(D.parameters()), cfg.optim.d, device_type=device.type)
+    d_params = list(D.parameters())  # (a list, not D.requires_grad_: that walks every module each step)
     objective: Objective = registry.get("loss", cfg.loss.name)
     if cfg.loss.clip_eps:
         objective = keras_clipped(objective, cfg.loss.clip_eps)
@@ -320,9 +321,11 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         real, real_y = real_batch()
         n = real.shape[0]
         with torch.no_grad(), fast.autocast():
-            G.train(t.fakes_for_d == "train")
+            if t.fakes_for_d != "train":  # (switching modes walks every module: only when it changes)
+                G.eval()
             fake = G_fwd(noise(n), real_y).to(real.dtype)  # a conditional G draws the real batch's classes
-            G.train()
+            if t.fakes_for_d != "train":
+                G.train()
         t_real = t_fake = None
         if objective.uses_targets:
             t_real = dist.shared_draw(d_targets, n, label=cfg.loss.real_label, noise=cfg.loss.label_noise,
@@ -366,7 +369,8 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
                     d_acc=0.5 * (acc_real + acc_fake))
 
     def g_update(logs: dict[str, torch.Tensor]) -> None:
-        D.requires_grad_(False)  # G's step must not touch D's weights (ddp: bare D, so none of its grads sync)
+        for p in d_params:  # G's step must not touch D's weights (ddp: bare D, so none of its grads sync)
+            p.requires_grad_(False)
         y = dist.shared_draw(sample_labels, g_batch, ncls, device=device, gen=shared) if conditional else None
         z = noise(g_batch)
         if clusters:
@@ -384,7 +388,8 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         opt_g.step()
         if ema is not None:
             ema.update(G, step)
-        D.requires_grad_(True)
+        for p in d_params:
+            p.requires_grad_(True)
         logs.update(g_loss=loss_g.detach(), g_acc=(fake_logits.detach() > 0).float().mean())
 
     probe = _Probe(G=G, D=D, objective=objective, make_noise=noise, last_real=real_batch,
