@@ -260,3 +260,26 @@ def test_image_range_scales_the_real_batches(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "to_float", recording)
     train(_cfg(extra=["model.image_range=[0, 1]"], steps=2), tmp_path / "run", progress=False)
     assert seen and all(vr == (0.0, 1.0) and lo >= 0.0 and hi <= 1.0 for vr, lo, hi in seen)
+
+
+
+def test_gs_step_computes_no_gradient_for_d(tmp_path, monkeypatch):
+    """D's weights are frozen during G's step (no gradients computed and thrown away) and unfrozen for
+    D's next step: each D parameter receives exactly one gradient per D step."""
+    import gankit.train.loop as loop
+
+    grads: dict[str, int] = {}
+    nets = {}
+
+    def make_and_count(cfg, info):
+        G, D = make_nets(cfg, info)
+        for name, p in D.named_parameters():
+            p.register_hook(lambda g, name=name: grads.__setitem__(name, grads.get(name, 0) + 1))
+        nets["D"] = D
+        return G, D
+
+    monkeypatch.setattr(loop, "make_nets", make_and_count)
+    train(_cfg("mnist-best", steps=3), tmp_path / "run", progress=False)
+    names = [n for n, _ in nets["D"].named_parameters()]
+    assert grads == dict.fromkeys(names, 3)  # three steps, one D backward each (joint update), none in G's
+    assert all(p.requires_grad for p in nets["D"].parameters())
