@@ -161,7 +161,8 @@ class TrainConfig:
     divergence_retries: int = 3
     divergence_lr_factor: float = 0.5
     loss_explosion_above: float | None = None  # |any logged loss| above this counts as divergence
-    time_limit: float | None = None  # stop (with a checkpoint) after this many seconds of training
+    # stop (with a checkpoint) after this many seconds of this invocation (a --resume counts afresh)
+    time_limit: float | None = None
     eval_every: int | None = None  # measure dFID against the test split every N steps; keep the best checkpoint
     eval_n: int = 2000  # samples (and test images) for that measurement
     log_every: int = 50
