@@ -50,7 +50,6 @@ class DCGANGenerator(nn.Module):
             raise ValueError(f"width must be >= 1 and depth >= 0, got width={width}, depth={depth}")
         self.num_classes, self.start = num_classes, start
         ch = [width * 2 ** (n - 1 - i) for i in range(n)]  # channels at each resolution before the image
-        self.c0 = ch[0]
         self.fc = LatentLinear(latent_dim, ch[0] * start * start, num_classes=num_classes, label_input=label_input)
         self.unflatten = Reshape(ch[0], start, start)  # [N, C0, s, s]
         self.norms = nn.ModuleList([Norm2d(ch[0], num_classes)])

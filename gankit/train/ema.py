@@ -54,6 +54,8 @@ class EMA:
         else:
             torch._foreach_copy_(ema_params, params)
         ema_buffers, buffers = list(self.model.buffers()), list(G.buffers())
+        if len(ema_buffers) != len(buffers):
+            raise ValueError(f"G_ema has {len(ema_buffers)} buffers and G {len(buffers)}")
         if ema_buffers:
             torch._foreach_copy_(ema_buffers, buffers)
 
