@@ -309,7 +309,7 @@ def test_flatten_hands_a_channels_last_input_its_gradient_channels_last():
     too (R1 and WGAN-GP differentiate D's gradient)."""
     torch.manual_seed(0)
     x = torch.randn(3, 4, 5, 5).contiguous(memory_format=CL).requires_grad_(True)
-    w = torch.randn(100, dtype=torch.float64).float()
+    w = torch.randn(100)
     ref_out = nn.Flatten()(x)
     out = Flatten()(x)
     assert out.shape == (3, 100) and out.is_contiguous()
