@@ -104,7 +104,12 @@ class LossConfig:
 
 @dataclass(kw_only=True)
 class OptimConfig:
-    """One optimizer. ``decay`` is Keras' time-based decay: lr / (1 + decay * iterations)."""
+    """One optimizer. ``decay`` is Keras' time-based decay: lr / (1 + decay * iterations).
+
+    ``linear_decay = [start, end]`` (this optimizer's steps) ramps the learning rate down linearly from
+    ``lr`` at ``start`` to ``lr * lr_final`` at ``end`` and holds it there, as SNGAN and BigGAN end their
+    runs; on a ``--resume`` the ramp can be set to begin at the step the run stopped at.
+    """
 
     name: str = "adam"  # adam | sgd | rmsprop
     lr: float = 2e-4
@@ -115,6 +120,8 @@ class OptimConfig:
     weight_decay: float = 0.0
     clip_value: float | None = None  # clip each gradient element to [-v, v] (Keras clipvalue)
     decay: float = 0.0
+    linear_decay: list[int] = field(default_factory=list)  # [start, end] steps; empty = off
+    lr_final: float = 0.0  # the fraction of lr that linear_decay ends at
 
 
 @dataclass(kw_only=True)
@@ -474,6 +481,9 @@ def validate(cfg: Config) -> Config:
         _check(o.momentum >= 0 and o.eps > 0 and o.weight_decay >= 0 and o.decay >= 0,
                f"{key}: momentum, weight_decay and decay must be >= 0 and eps > 0")
         _check(o.clip_value is None or o.clip_value > 0, f"{key}.clip_value must be positive")
+        _check(not o.linear_decay or (len(o.linear_decay) == 2 and 0 <= o.linear_decay[0] < o.linear_decay[1]),
+               f"{key}.linear_decay must be [start, end] steps with 0 <= start < end, got {o.linear_decay}")
+        _check(0 <= o.lr_final <= 1, f"{key}.lr_final must be a fraction of lr in [0, 1], got {o.lr_final}")
     registry.get("schedule", cfg.schedule.name)
     s = cfg.schedule
     _check(s.d_steps >= 1 and s.g_steps >= 1, "schedule.d_steps and g_steps must be >= 1")

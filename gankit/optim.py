@@ -27,11 +27,22 @@ def match_layouts(opt: torch.optim.Optimizer) -> None:
                     state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
+def scheduled_lr(cfg: OptimConfig, iterations: int) -> float:
+    """The configured learning rate after ``iterations`` steps: Keras' decay times the linear ramp-down."""
+    lr = cfg.lr / (1.0 + cfg.decay * iterations)
+    if cfg.linear_decay:
+        start, end = cfg.linear_decay
+        done = min(max(iterations - start, 0) / (end - start), 1.0)
+        lr *= 1.0 - done * (1.0 - cfg.lr_final)
+    return lr
+
+
 class Optim:
-    """A torch optimizer plus what Keras adds around it: ``clipvalue`` and ``decay``.
+    """A torch optimizer plus what Keras adds around it (``clipvalue`` and ``decay``) and a linear ramp-down.
 
     ``step()`` clips every gradient element to [-clip_value, clip_value], steps, then sets the
-    learning rate for the next iteration to ``lr / (1 + decay * iterations)`` (Keras' legacy decay).
+    learning rate for the next iteration to ``scheduled_lr``: ``lr / (1 + decay * iterations)``
+    (Keras' legacy decay) times the ``linear_decay`` ramp's factor.
     ``lr_scale`` multiplies that learning rate (divergence recovery lowers it; it is saved with the state).
     """
 
@@ -68,15 +79,18 @@ class Optim:
             torch.nn.utils.clip_grad_value_(self.params, self.cfg.clip_value)
         self.opt.step()
         self.iterations += 1
-        if self.cfg.decay:
-            for group in self.opt.param_groups:
-                group["lr"] = self.lr_scale * self.cfg.lr / (1.0 + self.cfg.decay * self.iterations)
+        if self.cfg.decay or self.cfg.linear_decay:
+            self._set_lr()
+
+    def _set_lr(self) -> None:
+        lr = self.lr_scale * scheduled_lr(self.cfg, self.iterations)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
 
     def set_lr_scale(self, scale: float) -> None:
         """Run at ``scale`` times the configured (decayed) learning rate from now on."""
         self.lr_scale = float(scale)
-        for group in self.opt.param_groups:
-            group["lr"] = self.lr_scale * self.cfg.lr / (1.0 + self.cfg.decay * self.iterations)
+        self._set_lr()
 
     def state_dict(self) -> dict[str, Any]:
         return {"opt": self.opt.state_dict(), "iterations": self.iterations, "lr_scale": self.lr_scale}

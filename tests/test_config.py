@@ -48,6 +48,9 @@ def test_unknown_net_param_did_you_mean():
         ("model.pack=3", "data.batch_size = 32 is not a multiple of model.pack = 3"),
         ("model.image_range=[1, 0]", r"model.image_range must be \[low, high\] with low < high"),
         ("model.image_range=[0, 1, 2]", "model.image_range must be"),
+        ("optim.g.linear_decay=[100, 50]", r"optim.g.linear_decay must be \[start, end\] steps"),
+        ("optim.d.linear_decay=[100]", "optim.d.linear_decay must be"),
+        ("optim.g.lr_final=1.5", r"optim.g.lr_final must be a fraction of lr in \[0, 1\]"),
     ],
 )
 def test_bad_values(override, message):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gankit.config import OptimConfig
-from gankit.optim import Optim, match_layouts
+from gankit.optim import Optim, match_layouts, scheduled_lr
 
 
 def test_clip_value_bounds_every_gradient_element():
@@ -24,6 +24,32 @@ def test_keras_time_decay_and_lr_scale():
     assert opt.lr == pytest.approx(8e-4 / (1 + 6e-8 * 1000))
     opt.set_lr_scale(0.5)
     assert opt.lr == pytest.approx(0.5 * 8e-4 / (1 + 6e-8 * 1000))
+
+
+def test_linear_decay_ramps_down_between_its_steps_and_holds():
+    cfg = OptimConfig(lr=1e-3, linear_decay=[100, 300], lr_final=0.1)
+    assert [scheduled_lr(cfg, i) for i in (0, 100)] == [1e-3, 1e-3]
+    assert scheduled_lr(cfg, 200) == pytest.approx(0.55e-3)
+    assert scheduled_lr(cfg, 300) == pytest.approx(1e-4)
+    assert scheduled_lr(cfg, 10_000) == pytest.approx(1e-4)
+    both = OptimConfig(lr=1e-3, decay=1e-2, linear_decay=[0, 100])  # Keras' decay times the ramp
+    assert scheduled_lr(both, 50) == pytest.approx(1e-3 / 1.5 * 0.5)
+
+
+def test_linear_decay_in_the_optimizer_and_after_a_resume():
+    cfg = OptimConfig(name="adam", lr=1e-3, linear_decay=[2, 6])
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = Optim([p], cfg)
+    lrs = []
+    for _ in range(8):
+        lrs.append(opt.lr)
+        p.grad = torch.ones(3)
+        opt.step()
+    assert lrs == pytest.approx([1e-3, 1e-3, 1e-3, 0.75e-3, 0.5e-3, 0.25e-3, 0.0, 0.0])
+    state = opt.state_dict()
+    resumed = Optim([torch.nn.Parameter(torch.zeros(3))], OptimConfig(name="adam", lr=1e-3, linear_decay=[4, 12]))
+    resumed.load_state_dict(state)  # a ramp set on --resume applies from the saved step count on
+    assert resumed.lr == pytest.approx(0.5e-3)
 
 
 @pytest.mark.parametrize("name", ["adam", "rmsprop", "sgd"])
