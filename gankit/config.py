@@ -161,6 +161,9 @@ class TrainConfig:
     sync_batchnorm: bool = False  # under torchrun: batch norm statistics over the global batch (CUDA only)
     fakes_for_d: str = "train"  # G's mode when making D's fakes: train, or eval (Keras' predict())
     g_batch_size: int | None = None  # noise vectors per G update (default: data.batch_size)
+    # G's update reuses the fakes (noise and labels) of the D update just before it, as the PyTorch DCGAN
+    # example does, instead of drawing new ones: one forward pass of G fewer a step
+    reuse_fakes: bool = False
     abort_weight_above: float | None = None  # stop when any weight's magnitude exceeds this (seed 003)
     # Divergence (a NaN/inf loss or weight, a loss above loss_explosion_above, a weight above
     # abort_weight_above): roll back to the last good checkpoint, multiply both learning rates by
@@ -498,6 +501,10 @@ def validate(cfg: Config) -> Config:
     _one_of(t.precision, ("auto", "fp32", "bf16"), "train.precision")
     _one_of(t.compile, ("off", "default", "reduce-overhead", "max-autotune"), "train.compile")
     _check(t.g_batch_size is None or t.g_batch_size > 0, f"train.g_batch_size must be positive, got {t.g_batch_size}")
+    _check(not (t.reuse_fakes and t.fakes_for_d != "train"),
+           "train.reuse_fakes needs train.fakes_for_d = 'train' (G's update needs fakes made in training mode)")
+    _check(not (t.reuse_fakes and t.g_batch_size not in (None, d.batch_size)),
+           "train.reuse_fakes needs G's batch to be D's: leave train.g_batch_size unset")
     _check(t.abort_weight_above is None or t.abort_weight_above > 0, "train.abort_weight_above must be positive")
     _check(t.divergence_retries >= 0, f"train.divergence_retries must be >= 0, got {t.divergence_retries}")
     _check(0 < t.divergence_lr_factor < 1,

@@ -51,11 +51,18 @@ def test_unknown_net_param_did_you_mean():
         ("optim.g.linear_decay=[100, 50]", r"optim.g.linear_decay must be \[start, end\] steps"),
         ("optim.d.linear_decay=[100]", "optim.d.linear_decay must be"),
         ("optim.g.lr_final=1.5", r"optim.g.lr_final must be a fraction of lr in \[0, 1\]"),
+        ("train.reuse_fakes=true", "train.reuse_fakes needs train.fakes_for_d = 'train'"),  # seed 002: eval
     ],
 )
 def test_bad_values(override, message):
     with pytest.raises(GankitError, match=message):
         C.build("seed002-mlp-mnist", overrides=[override])
+
+
+def test_reuse_fakes_needs_one_batch_size():
+    with pytest.raises(GankitError, match="train.reuse_fakes needs G's batch to be D's"):
+        C.build("mnist-best", overrides=["train.reuse_fakes=true", "train.g_batch_size=32"])
+    assert C.build("mnist-best", overrides=["train.reuse_fakes=true", "train.g_batch_size=64"]).train.reuse_fakes
 
 
 def test_image_range_overrides_the_output_range():

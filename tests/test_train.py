@@ -80,7 +80,7 @@ RESUME_CASES = [pytest.param(p, (), id=p) for p in C.preset_names()] + [
                  id=f"mnist-best-{prec}-{name}")
     for prec, cl, name in (("fp32", "true", "channels_last"), ("bf16", "true", "channels_last"),
                            ("bf16", "false", "contiguous"))
-]
+] + [pytest.param("mnist-best", ("train.reuse_fakes=true",), id="mnist-best-reuse-fakes")]
 
 
 @pytest.mark.parametrize(("preset", "layout"), RESUME_CASES)
@@ -283,3 +283,59 @@ def test_gs_step_computes_no_gradient_for_d(tmp_path, monkeypatch):
     names = [n for n, _ in nets["D"].named_parameters()]
     assert grads == dict.fromkeys(names, 3)  # three steps, one D backward each (joint update), none in G's
     assert all(p.requires_grad for p in nets["D"].parameters())
+
+
+def _g_forwards(monkeypatch, cfg, path):
+    """Training-mode forward passes of G during a run: (with autograd recording, without)."""
+    import gankit.train.loop as loop
+
+    calls = {True: 0, False: 0}
+
+    def make_and_count(cfg, info):
+        G, D = make_nets(cfg, info)
+        G.register_forward_pre_hook(lambda m, _: calls.__setitem__(torch.is_grad_enabled(),
+                                                                    calls[torch.is_grad_enabled()] + m.training))
+        return G, D
+
+    monkeypatch.setattr(loop, "make_nets", make_and_count)
+    result = train(cfg, path, progress=False)
+    return calls[True], calls[False], result
+
+
+def test_reuse_fakes_runs_g_once_a_step(tmp_path, monkeypatch):
+    """train.reuse_fakes: G's update takes D's fakes (made with G's graph kept) instead of running G
+    again, so a step has one forward pass of G where it had two (one without autograd, for D)."""
+    extra = ["train.sample_every=100", "train.checkpoint_every=100"]
+    assert _g_forwards(monkeypatch, _cfg("mnist-best", extra, steps=3), tmp_path / "a")[:2] == (3, 3)
+    grad, nograd, result = _g_forwards(monkeypatch, _cfg("mnist-best", [*extra, "train.reuse_fakes=true"], steps=3),
+                                       tmp_path / "b")
+    assert (grad, nograd) == (3, 0)
+    stats = read_stats(result.run, "train")
+    assert stats and all(torch.isfinite(torch.tensor(r["g_loss"])) for r in stats)
+    # n-critic: only the last of D's updates keeps G's graph
+    grad, nograd, _ = _g_forwards(monkeypatch, _cfg("mnist-best", [*extra, "train.reuse_fakes=true",
+                                                                   "schedule.d_steps=3"], steps=2), tmp_path / "c")
+    assert (grad, nograd) == (2, 4)
+
+
+def test_joint_update_in_one_pass_equals_two_passes(tmp_path, monkeypatch):
+    """D's joint update runs real and fake images through D in one pass when D has no batch norm: the
+    same losses as two passes (fp32, no spectral norm, whose power iteration would run once instead of
+    twice). A D with batch norm keeps two passes."""
+    import gankit.train.loop as loop
+    from gankit.train.speed import batch_independent
+
+    extra = ["model.d.sn=false", "train.precision='fp32'", "train.log_every=1"]
+    one = train(_cfg("mnist-best", extra, steps=3), tmp_path / "one", progress=False)
+    monkeypatch.setattr(loop, "batch_independent", lambda net: False)
+    two = train(_cfg("mnist-best", extra, steps=3), tmp_path / "two", progress=False)
+    a, b = read_stats(one.run, "train"), read_stats(two.run, "train")
+    for key in ("d_loss_real", "d_loss_fake", "g_loss", "d_cls"):
+        assert [r[key] for r in a] == pytest.approx([r[key] for r in b], rel=1e-4), key
+    from gankit.nets import build_nets
+
+    def D_of(preset, *overrides):
+        return build_nets(C.build(preset, overrides=list(overrides)).model, image_shape=(1, 28, 28), num_classes=10)[1]
+
+    assert batch_independent(D_of("mnist-best")) and batch_independent(D_of("seed003-cgan-mnist"))
+    assert not batch_independent(D_of("mnist-best", "model.d.bn=true"))  # batch norm in D

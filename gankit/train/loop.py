@@ -48,7 +48,7 @@ from gankit.train.build import (
 from gankit.train.ema import EMA
 from gankit.train.recovery import Recovery
 from gankit.train.schedule import build_schedule
-from gankit.train.speed import fast_path
+from gankit.train.speed import batch_independent, fast_path
 from gankit.viz.grid import default_scale, make_grid, save_image
 
 FIXED_NOISE_OFFSET = 1_000_003  # the fixed sample grid's noise comes from seed + this
@@ -202,6 +202,11 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     opt_g = Optim(list(G.parameters()), cfg.optim.g, device_type=device.type)
     opt_d = Optim(list(D.parameters()), cfg.optim.d, device_type=device.type)
     d_params = list(D.parameters())  # (a list, not D.requires_grad_: that walks every module each step)
+    # "joint" runs D once over real and fake together where D treats each image on its own (no batch norm):
+    # the same logits and losses as two passes, with half the per-layer calls. Spectral norm's power
+    # iteration then runs once per D update instead of twice. R1 steps keep two passes, so R1's gradient
+    # does not run backward through the fake half too.
+    one_pass_joint = cfg.loss.d_update == "joint" and batch_independent(D)
     objective: Objective = registry.get("loss", cfg.loss.name)
     if cfg.loss.clip_eps:
         objective = keras_clipped(objective, cfg.loss.clip_eps)
@@ -316,16 +321,24 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     def noise(n: int) -> torch.Tensor:
         return dist.shared_draw(sample_noise, n, cfg.model, device=device, gen=shared)
 
-    def d_update(logs: dict[str, torch.Tensor]) -> None:
+    def d_update(logs: dict[str, torch.Tensor], *, for_g: bool = False) -> None:
+        """One update of D. ``for_g`` (train.reuse_fakes): make the fakes with G's graph kept, for G's
+        update that follows to reuse instead of running G again."""
         nonlocal images_seen
         real, real_y = real_batch()
         n = real.shape[0]
-        with torch.no_grad(), fast.autocast():
-            if t.fakes_for_d != "train":  # (switching modes walks every module: only when it changes)
-                G.eval()
-            fake = G_fwd(noise(n), real_y).to(real.dtype)  # a conditional G draws the real batch's classes
-            if t.fakes_for_d != "train":
-                G.train()
+        if for_g:
+            with fast.autocast():
+                fake_g = G_upd(noise(n), real_y)  # G's own update's forward pass (ddp: the wrapped G)
+            current["fakes_for_g"] = (fake_g, real_y)
+            fake = fake_g.detach().to(real.dtype)
+        else:
+            with torch.no_grad(), fast.autocast():
+                if t.fakes_for_d != "train":  # (switching modes walks every module: only when it changes)
+                    G.eval()
+                fake = G_fwd(noise(n), real_y).to(real.dtype)  # a conditional G draws the real batch's classes
+                if t.fakes_for_d != "train":
+                    G.train()
         t_real = t_fake = None
         if objective.uses_targets:
             t_real = dist.shared_draw(d_targets, n, label=cfg.loss.real_label, noise=cfg.loss.label_noise,
@@ -355,6 +368,15 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
             loss_real, loss_fake = objective.d_real(real_logits, t_real), objective.d_fake(fake_logits, t_fake)
             (0.5 * (loss_real + loss_fake) + penalties(real, fake, real_y, real_logits, r1_now, logs)
              + class_loss(None if both_cls is None else both_cls[:n], real_y, logs, "d_cls")).backward()
+        elif one_pass_joint and not r1_now:  # joint, as one forward pass over real and fake (same logits)
+            with fast.autocast():
+                y = torch.cat([real_y, real_y]) if labelled else None
+                both_logits, both_cls = D_cls(torch.cat([real, fake]), y)
+            real_logits, fake_logits = both_logits.chunk(2)
+            real_cls = None if both_cls is None else both_cls.chunk(2)[0]
+            loss_real, loss_fake = objective.d_real(real_logits, t_real), objective.d_fake(fake_logits, t_fake)
+            (loss_real + loss_fake + penalties(real, fake, real_y, real_logits, False, logs)
+             + class_loss(real_cls, real_y, logs, "d_cls")).backward()
         else:  # joint: the summed losses of two forward passes
             with fast.autocast():
                 (real_logits, real_cls), fake_logits = D_cls(real, real_y), D_aug(fake, real_y).float()
@@ -371,12 +393,18 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     def g_update(logs: dict[str, torch.Tensor]) -> None:
         for p in d_params:  # G's step must not touch D's weights (ddp: bare D, so none of its grads sync)
             p.requires_grad_(False)
-        y = dist.shared_draw(sample_labels, g_batch, ncls, device=device, gen=shared) if conditional else None
-        z = noise(g_batch)
-        if clusters:
-            y = G.labels_for(z)  # G's clusters, drawn from its noise in proportion to their sizes
+        reused = current.pop("fakes_for_g", None)
+        if reused is not None:  # train.reuse_fakes: the D update's fakes, labelled with the real batch's classes
+            fake, y = reused
+        else:
+            y = dist.shared_draw(sample_labels, g_batch, ncls, device=device, gen=shared) if conditional else None
+            z = noise(g_batch)
+            if clusters:
+                y = G.labels_for(z)  # G's clusters, drawn from its noise in proportion to their sizes
+            with fast.autocast():
+                fake = G_upd(z, y)
         with fast.autocast():
-            fake_logits, fake_cls = D_cls(G_upd(z, y), y, net=D_fwd)
+            fake_logits, fake_cls = D_cls(fake, y, net=D_fwd)
         g_logits = fake_logits
         if cfg.loss.topk < 1.0:  # top-k training: only the fakes D rates most real drive G (this rank's)
             frac = topk_fraction(images_seen / len(data), nu=cfg.loss.topk, gamma=cfg.loss.topk_gamma)
@@ -478,9 +506,11 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
             for phase in ("g", "d") if plan.g_first else ("d", "g"):
                 # ---- train D ----
                 if phase == "d":
-                    for _ in range(plan.d_steps):
+                    for i in range(plan.d_steps):
                         current.clear()
-                        d_update(logs)
+                        # train.reuse_fakes: the last D update before G's keeps its fakes' graph for G
+                        d_update(logs, for_g=t.reuse_fakes and i == plan.d_steps - 1 and plan.g_steps > 0
+                                 and not plan.g_first)
                 # ---- train G ----
                 else:
                     for _ in range(plan.g_steps):

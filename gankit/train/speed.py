@@ -59,6 +59,13 @@ def has_convolutions(*nets: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.conv._ConvNd) for net in nets for m in net.modules())
 
 
+def batch_independent(net: nn.Module) -> bool:
+    """Whether ``net`` in training mode computes each sample's output from that sample alone: no batch
+    norm (plain or synced), whose statistics mix the batch. Then one forward pass over real and fake
+    images together gives the logits two passes would (D's "joint" update runs it that way)."""
+    return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
 def resolve_precision(name: str, device: torch.device, *, convolutional: bool = True) -> torch.dtype:
     """``auto``: bf16 where the hardware has bf16 matrix units (on a CPU: for convolutional nets only,
     see the module doc), else fp32; ``fp32``/``bf16`` as asked."""
