@@ -11,8 +11,8 @@ For each preset, in one process and alternating (rep 1: gankit, plain; rep 2: ga
   seeds write a GAN loop: a ``DataLoader`` over a float ``TensorDataset`` (per-sample collation),
   fp32, contiguous tensors, ``BCEWithLogitsLoss``, D's weights left trainable (their gradients
   computed and thrown away) during G's step, default optimizer implementations, and PyTorch's own
-  layers where gankit swaps in a faster one (``ToImage``: the plain ``ConvTranspose2d``; gankit's
-  spectral norm: PyTorch's parametrization), D's joint update as two passes (real, then fake).
+  layers where gankit swaps in a faster one (``ToImage``: the plain ``ConvTranspose2d``), and D's
+  joint update as two passes (real, then fake).
 - **--also LABEL:OVERRIDES** (optional, repeatable): gankit's loop again with those config overrides,
   in the same alternation, to weigh one switch side by side (``--also "fp32:train.precision='fp32'"``).
 
@@ -42,8 +42,6 @@ import torch
 import torch.nn.functional as F
 from sweep import parse_variant  # benchmarks/, the script's own folder (same NAME:OVERRIDE;... form)
 from torch import nn
-from torch.nn.utils import parametrize
-from torch.nn.utils.parametrizations import spectral_norm
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -51,7 +49,6 @@ from gankit import config as C
 from gankit.data import to_float
 from gankit.errors import GankitError
 from gankit.nets.layers import ToImage
-from gankit.nets.spectral import SpectralNorm, has_spectral_norm
 from gankit.run import read_stats
 from gankit.sample import LoadedGenerator, generate
 from gankit.train.build import fit_clusters, load_training_data, make_nets, sample_noise, value_range
@@ -104,21 +101,10 @@ def _plain_opt(params: Any, o: C.OptimConfig) -> torch.optim.Optimizer:
 
 
 def plain_nets(cfg: C.Config, info: Any) -> tuple[nn.Module, nn.Module]:
-    """gankit's G and D with its own layers swapped back for PyTorch's (ToImage: a plain ConvTranspose2d;
-    gankit's spectral norm: ``torch.nn.utils.parametrizations.spectral_norm``; same weights and
-    power-iteration vectors), as a loop written without gankit would have them."""
+    """gankit's G and D with its CPU-specific layers swapped back for PyTorch's own (ToImage: a plain
+    ConvTranspose2d with the same weights), as a loop written without gankit would have them."""
     G, D = make_nets(cfg, info)
     for net in (G, D):
-        for m in list(net.modules()):
-            if has_spectral_norm(m) and isinstance(m.parametrizations.weight[0], SpectralNorm):
-                sn = m.parametrizations.weight[0]
-                raw = m.parametrizations.weight.original.detach().clone()
-                parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
-                with torch.no_grad():
-                    m.weight.copy_(raw)
-                spectral_norm(m)
-                m.parametrizations.weight[0]._u.copy_(sn._u)
-                m.parametrizations.weight[0]._v.copy_(sn._v)
         for parent in list(net.modules()):
             for name, child in list(parent.named_children()):
                 if isinstance(child, ToImage):

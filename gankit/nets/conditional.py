@@ -6,9 +6,9 @@ head, and spectral normalisation.
 - Projection discriminator (Miyato & Koyama 2018): ``D(x, y) = w . phi(x) + b + <embed(y), phi(x)>``.
 - Auxiliary classifier (Odena et al. 2017, AC-GAN): optionally, a second head on the same features
   that predicts the class, so G can be told directly when its image is not the class it was asked for.
-- Spectral normalisation (Miyato et al. 2018, in :mod:`gankit.nets.spectral`): every weight divided by
-  its largest singular value, estimated by one power iteration per training forward pass; the
-  power-iteration vectors are buffers, so they are in the state dict and a resumed run continues exactly.
+- Spectral normalisation (Miyato et al. 2018): every weight divided by its largest singular value,
+  estimated by one power iteration per training forward pass; the power-iteration vectors are
+  buffers, so they are in the state dict and a resumed run continues exactly.
 
 Labels are class indices ``[N]`` or mixtures ``[N, K]`` (rows summing to 1), read through one-hot
 vectors, so a mixture of classes gives the mixture of their scales, shifts and embeddings.
@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
 
 from gankit.nets.layers import one_hot
-from gankit.nets.spectral import apply_spectral_norm, has_spectral_norm  # noqa: F401  (re-exported)
+
+SN_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
 
 
 class Norm2d(nn.Module):
@@ -112,3 +115,17 @@ class LatentLinear(nn.Linear):
                 raise ValueError("this conditional network needs class labels")
             z = torch.cat([z, one_hot(labels, self.num_classes, z.dtype)], dim=1)
         return super().forward(z)
+
+
+def apply_spectral_norm(net: nn.Module) -> nn.Module:
+    """Spectrally normalise every linear and convolutional weight of ``net`` not normalised yet."""
+    for m in list(net.modules()):
+        if isinstance(m, SN_LAYERS) and not parametrize.is_parametrized(m, "weight"):
+            spectral_norm(m)
+    return net
+
+
+def has_spectral_norm(m: nn.Module) -> bool:
+    """Whether ``m``'s weight is spectrally normalised."""
+    return parametrize.is_parametrized(m, "weight") and any(
+        type(p).__name__ == "_SpectralNorm" for p in m.parametrizations.weight)
