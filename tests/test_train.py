@@ -325,10 +325,23 @@ def test_joint_update_in_one_pass_equals_two_passes(tmp_path, monkeypatch):
     import gankit.train.loop as loop
     from gankit.train.speed import batch_independent
 
-    extra = ["model.d.sn=false", "train.precision='fp32'", "train.log_every=1"]
-    one = train(_cfg("mnist-best", extra, steps=3), tmp_path / "one", progress=False)
+    extra = ["model.d.sn=false", "train.precision='fp32'", "train.log_every=1", "train.sample_every=100"]
+    cfg = _cfg("mnist-best", extra, steps=3)
+    batches: list[int] = []  # the batch sizes D sees in training mode
+
+    def make_and_watch(cfg, info):
+        G, D = make_nets(cfg, info)
+        D.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]) if m.training else None)
+        return G, D
+
+    monkeypatch.setattr(loop, "make_nets", make_and_watch)
+    one = train(cfg, tmp_path / "one", progress=False)
+    bs = cfg.data.batch_size
+    assert batches == [2 * bs, bs] * 3  # per step: D's update on real + fake at once, then D inside G's update
+    batches.clear()
     monkeypatch.setattr(loop, "batch_independent", lambda net: False)
-    two = train(_cfg("mnist-best", extra, steps=3), tmp_path / "two", progress=False)
+    two = train(cfg, tmp_path / "two", progress=False)
+    assert batches == [bs, bs, bs] * 3
     a, b = read_stats(one.run, "train"), read_stats(two.run, "train")
     for key in ("d_loss_real", "d_loss_fake", "g_loss", "d_cls"):
         assert [r[key] for r in a] == pytest.approx([r[key] for r in b], rel=1e-4), key
