@@ -2,7 +2,9 @@
 
     GANKIT_DATA=../shared/data .venv/bin/python benchmarks/throughput.py [PRESET ...] [--reps 3]
 
-For each preset, in one process and alternating (rep 1: gankit, plain; rep 2: gankit, plain; ...):
+For each preset, in one process and alternating (rep 1: gankit, plain; rep 2: gankit, plain; ...).
+The ratio is that of the medians over all repetitions; each repetition's own ratio is printed as a
+range and kept in the JSON (``ratio_per_rep``), since on a shared host the load drifts between them:
 
 - **gankit**: ``gankit.train.loop.train`` itself, with the preset's fast-path switches as resolved on
   this machine (``train.precision = auto`` etc.); its step time is read from the run's own
@@ -249,17 +251,22 @@ def main() -> None:
         extra: dict[str, list[float]] = {label: [] for label, _ in arms}
         arm_cfgs = {label: preset_config(name, log_every * 5, log_every, [*args.overrides, *sets])
                     for label, sets in arms}
+        per_rep = []  # each repetition's own ratio: neighbours in time share the host's load of the moment
         for _ in range(args.reps):
-            ours += gankit_step_seconds(cfg, log_every)
+            mine = gankit_step_seconds(cfg, log_every)
+            ours += mine
             for label, arm_cfg in arm_cfgs.items():
                 extra[label] += gankit_step_seconds(arm_cfg, log_every)
             if not args.gankit_only:
-                plain += plain_step_seconds(cfg, data.images, data.labels, info, log_every)[0]
+                theirs = plain_step_seconds(cfg, data.images, data.labels, info, log_every)[0]
+                plain += theirs
+                per_rep.append(statistics.median(theirs) / statistics.median(mine))
         b = cfg.data.batch_size
         t_ours = statistics.median(ours)
         t_plain = statistics.median(plain) if plain else float("nan")
         row = {"preset": name, "batch": b, "dataset": cfg.data.dataset, "steps_per_measurement": log_every,
                "gankit_img_s": b / t_ours, "plain_img_s": b / t_plain, "ratio": t_plain / t_ours,
+               "ratio_per_rep": per_rep,
                "gankit_step_s": ours, "plain_step_s": plain, "flops_per_step": flops,
                "fp32_matmul_flops": fp32_rate, "bf16_matmul_flops": bf16_rate,
                "sample_img_s": float("nan") if cuda else sampling_rate(cfg, info, args.sample_n),
@@ -270,9 +277,10 @@ def main() -> None:
         row["achieved_flops"] = achieved
         rows.append(row)
         ev = f"{row['eval_img_s']:8.0f}" if row["eval_img_s"] else f"{'-':>8}"
+        spread = f"  (repetitions {min(per_rep):.2f}-{max(per_rep):.2f})" if per_rep else ""
         print(f"{name:<24} {row['gankit_img_s']:12.0f} {row['plain_img_s']:12.0f} {row['ratio']:6.2f} "
               f"{(flops or 0) / 1e9:10.2f} {achieved / fp32_rate:7.0%} {achieved / bf16_rate:7.0%} "
-              f"{row['sample_img_s']:9.0f} {ev}"
+              f"{row['sample_img_s']:9.0f} {ev}{spread}"
               + "".join(f"  {label}: {a['img_s']:.0f} img/s (gankit x{a['gankit_speedup']:.2f})"
                         for label, a in row["also"].items()), flush=True)
     out = Path(args.out)
