@@ -203,9 +203,9 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     opt_d = Optim(list(D.parameters()), cfg.optim.d, device_type=device.type)
     d_params = list(D.parameters())  # (a list, not D.requires_grad_: that walks every module each step)
     # "joint" runs D once over real and fake together where D treats each image on its own (no batch norm):
-    # the same logits and losses as two passes, with half the per-layer calls. Spectral norm's power
-    # iteration then runs once per D update instead of twice. R1 steps keep two passes, so R1's gradient
-    # does not run backward through the fake half too.
+    # the same logits and losses as two passes (with dropout, in distribution), with half the layer calls.
+    # Spectral norm's power iteration then runs once per D update instead of twice. R1 steps keep two
+    # passes, so R1's gradient does not run backward through the fake half too.
     one_pass_joint = cfg.loss.d_update == "joint" and batch_independent(D)
     objective: Objective = registry.get("loss", cfg.loss.name)
     if cfg.loss.clip_eps:
