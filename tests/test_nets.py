@@ -169,6 +169,31 @@ def test_conditional_batch_norm_scales_and_shifts_per_class():
     assert torch.allclose(out[1], plain[1] * scale + shift, atol=1e-5)
 
 
+@pytest.mark.parametrize("autocast", [False, True])
+def test_conditional_batch_norm_gathers_the_rows_a_one_hot_product_would_pick(autocast):
+    """Class indices take their rows by gathering; the same labels as one-hot mixtures take the matrix
+    product. Outputs and the per-class parameters' gradients agree (in bf16 autocast too)."""
+    from gankit.nets.conditional import Norm2d
+
+    torch.manual_seed(0)
+    norm = Norm2d(4, num_classes=3)
+    with torch.no_grad():
+        norm.gain.normal_()
+        norm.shift.normal_()
+    x, y = torch.randn(6, 4, 5, 5), torch.tensor([0, 2, 2, 1, 0, 2])
+    results = []
+    for labels in (y, torch.nn.functional.one_hot(y, 3).float()):
+        norm.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = norm(x, labels)
+        (out.float() * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.float(), norm.gain.grad.clone(), norm.shift.grad.clone()))
+    for a, b in zip(*results):  # in bf16 the product's gradient is rounded to bf16, the gather's is not
+        tol = 1e-2 * b.abs().max().item() if autocast else 1e-5
+        assert torch.allclose(a, b, atol=tol, rtol=0)
+    assert results[0][1][1].abs().sum() > 0  # class 1 appears once, and its gain gets a gradient
+
+
 @pytest.mark.parametrize("arch", ["dcgan", "resnet"])
 def test_label_input_gives_the_class_to_a_fresh_generator(arch):
     """Conditional BN starts class-blind; with label_input the class is in z from the first step."""
