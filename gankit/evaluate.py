@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -173,10 +174,12 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METR
     t0 = time.perf_counter()
     lg = load_generator(run_dir, checkpoint=checkpoint, ema=ema)
     dataset = lg.cfg.data.dataset
-    fam = family_of(dataset)
-    ev = load_evaluator(fam)
+    # the Inception FID needs no domain evaluator, so it works for any dataset (a folder of images too)
+    fam = family_of(dataset) if set(metrics) - {"fid"} else None
+    ev = load_evaluator(fam) if fam else None
     result: dict[str, Any] = {"run": str(run_dir), "step": lg.step, "generator": lg.weights, "evaluator": fam,
-                              "evaluator_sha256": ev.sha256, "against": against, "n": n, "seed": seed}
+                              "evaluator_sha256": ev.sha256 if ev else None, "against": against, "n": n,
+                              "seed": seed}
     if set(metrics) - {"modes"}:
         # one sample set serves the Inception FID and the evaluator's metrics (sampling can dominate)
         labels = torch.arange(n) % lg.info.num_classes if lg.cfg.model.conditional else None
@@ -186,14 +189,14 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METR
         inc, inc_ref = inception_reference(dataset, split=against, n=n, root=root or lg.cfg.data.root)
         result[f"fid{_tag(n)}-{against}"] = fid(dist.map_rows(inc, fake), inc_ref)
         result["inception_seconds"] = round(inc.seconds, 1)
-    if set(metrics) - {"modes", "fid"}:
+    if ev is not None and set(metrics) - {"modes", "fid"}:
         ref = real_reference(ev, dataset, split=against, n=n, root=root or lg.cfg.data.root)
         if dataset.split(":")[0] == "stacked-mnist":
             fake = fake.reshape(-1, 1, *fake.shape[2:])
         result.update(compute_metrics(ev, ref, fake, metrics=tuple(m for m in metrics if m not in ("modes", "fid")),
                                       against=against, requested=requested if lg.cfg.model.conditional else None,
                                       samples=n))
-    if "modes" in metrics:
+    if ev is not None and "modes" in metrics:
         if lg.info.channels != 3 or fam != "mnist":
             raise GankitError("the modes metric is for Stacked MNIST generators")
         fake, _, _ = generate(lg, modes_n, seed=seed, rows=dist.chunk(modes_n))
@@ -219,20 +222,23 @@ def evaluate_real(dataset: str, *, metrics: tuple[str, ...] = DEFAULT_METRICS, n
                   root: str | None = None) -> dict[str, Any]:
     """The floor: the train split's first n images scored against the test split, as if generated."""
     t0 = time.perf_counter()
-    ev = load_evaluator(family_of(dataset))
-    ref = real_reference(ev, dataset, split="test", n=n, root=root)
+    # the Inception FID alone needs no domain evaluator
+    ev = load_evaluator(family_of(dataset)) if set(metrics) - {"fid"} else None
     ds = load_dataset(dataset, root=root, split="train")
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[: min(n, len(ds))]
-    images, labels = _channels_for(ev, ds.subset(idx))
-    ok = tuple(m for m in metrics if m not in ("modes", "cond-acc", "fid"))
-    result = {"dataset": dataset, "evaluator": ev.name, "n": len(images)}
-    result.update(compute_metrics(ev, ref, images, metrics=ok, against="test"))
-    if "cond-acc" in metrics:
-        _, probs = dist.map_rows(ev, images)
-        result["cond_acc"] = float((probs.argmax(1) == labels).double().mean())
+    result: dict[str, Any] = {"dataset": dataset, "n": len(idx)}
+    if ev is not None:
+        ref = real_reference(ev, dataset, split="test", n=n, root=root)
+        images, labels = _channels_for(ev, ds.subset(idx))
+        ok = tuple(m for m in metrics if m not in ("modes", "cond-acc", "fid"))
+        result.update(evaluator=ev.name, n=len(images))
+        result.update(compute_metrics(ev, ref, images, metrics=ok, against="test"))
+        if "cond-acc" in metrics:
+            _, probs = dist.map_rows(ev, images)
+            result["cond_acc"] = float((probs.argmax(1) == labels).double().mean())
     if "fid" in metrics:
         inc, inc_ref = inception_reference(dataset, split="test", n=n, root=root)
-        result[f"fid{_tag(len(images))}-test"] = fid(dist.map_rows(inc, ds.images[idx]), inc_ref)
+        result[f"fid{_tag(len(idx))}-test"] = fid(dist.map_rows(inc, ds.images[idx]), inc_ref)
     result["seconds"] = round(time.perf_counter() - t0, 2)
     return result
 
@@ -255,12 +261,17 @@ def generator_dfid(cfg: Any, info: Any, *, n: int, root: str | None, device: tor
         G.eval()
         out = []
         lo, hi = dist.chunk(n)  # under torchrun each rank samples and featurizes its share of the fixed noise
-        with torch.inference_mode():
-            for i in range(lo, hi, 500):
-                j = min(i + 500, hi)
-                yb = y[i:j].to(device) if y is not None else None
-                out.append(to_uint8(G(z[i:j].to(device), yb), value_range=value_range(cfg.model)).cpu())
-        G.train(was)
+        try:
+            with torch.inference_mode():
+                for i in range(lo, hi, 500):
+                    j = min(i + 500, hi)
+                    yb = y[i:j].to(device) if y is not None else None
+                    x = G(z[i:j].to(device), yb)
+                    if not bool(torch.isfinite(x).all()):  # not scored as the black images uint8 makes of NaN
+                        return key, math.nan
+                    out.append(to_uint8(x, value_range=value_range(cfg.model)).cpu())
+        finally:
+            G.train(was)
         fake = torch.cat(out)
         if fake.shape[1] != ev.meta["channels"]:
             fake = fake.reshape(-1, 1, *fake.shape[2:])

@@ -101,7 +101,11 @@ def generate(lg: LoadedGenerator, n: int, *, seed: int = 0, labels: torch.Tensor
             j = min(i + batch, hi)
             zb = z[i:j].to(lg.device)
             yb = labels[i:j].to(lg.device) if labels is not None else None
-            out.append(to_uint8(lg.G(zb, yb).float(), value_range=value_range(cfg.model)).cpu())
+            x = lg.G(zb, yb).float()
+            if not bool(torch.isfinite(x).all()):  # uint8 would turn NaN into black and score it as such
+                raise GankitError(f"the generator in {lg.weights} produced NaN or infinite pixels (it has "
+                                  "diverged); sample or evaluate an earlier checkpoint (--checkpoint)")
+            out.append(to_uint8(x, value_range=value_range(cfg.model)).cpu())
     return torch.cat(out), labels, z
 
 

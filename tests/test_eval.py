@@ -154,3 +154,21 @@ def test_stacked_mnist_modes_through_eval(shared_data, tmp_path):
     channels = [res[f"modes_kl_channel{c}"] for c in range(3)]
     assert all(k >= 0 for k in channels) and 0 < res["modes_confidence"] <= 1
     assert res["dfid300-test"] > 0  # three digits per sample, judged as 900 single digits
+
+
+def test_a_generator_that_emits_nan_is_refused_not_scored_as_black_images(tiny_evaluator, monkeypatch, tmp_path):
+    """uint8 conversion turns NaN into 0: without the check a diverged G scored as all-black images."""
+    from gankit.evaluate import generator_dfid
+    from gankit.sample import generate, load_generator
+
+    monkeypatch.setenv("GANKIT_EVALUATORS", str(tiny_evaluator))
+    cfg = C.build("seed002-mlp-mnist", overrides=[*tiny_overrides(2), "data.dataset='mnist-demo'"])
+    res = train(cfg, tmp_path / "run", progress=False)
+    lg = load_generator(res.run.path)
+    lg.G.register_forward_hook(lambda m, i, out: out * float("nan"))
+    with pytest.raises(GankitError, match="NaN or infinite pixels"):
+        generate(lg, 8)
+    measure = generator_dfid(lg.cfg, lg.info, n=100, root=None, device=torch.device("cpu"))
+    lg.G.train()
+    key, value = measure(lg.G)
+    assert key == "dfid100-test" and value != value and lg.G.training  # NaN, and G's mode restored

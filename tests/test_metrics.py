@@ -82,6 +82,50 @@ def test_density_coverage_cases():
     assert density_coverage(real, real + 100) == (0.0, 0.0)
 
 
+def test_density_of_a_set_against_itself_is_one_and_matches_an_exact_reference():
+    """Density and coverage count a point on a ball's boundary as outside, as Naeem et al.'s code does
+    (with ``<=`` a set against itself scored 1.2: each ball also held its k-th neighbour)."""
+    from scipy.spatial.distance import cdist
+
+    g = torch.Generator().manual_seed(1)
+    real, fake = torch.randn(300, 8, generator=g), torch.randn(300, 8, generator=g)
+    d, c = density_coverage(real, real.clone())
+    assert d == pytest.approx(1.0) and c == 1.0
+    r, f = real.double().numpy(), fake.double().numpy()
+    radii = np.partition(cdist(r, r), 5, axis=1)[:, 5]
+    inside = cdist(f, r) < radii[None, :]
+    assert density_coverage(real, fake) == pytest.approx((inside.sum() / (5 * len(f)), inside.any(0).mean()))
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: fid(x, x), lambda x: kid(x.numpy(), x.numpy()), lambda x: precision_recall(x, x)])
+def test_metrics_refuse_non_finite_features(call):
+    x = torch.randn(50, 4)
+    x[7, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        call(x)
+
+
+def test_precision_recall_needs_more_samples_than_neighbours():
+    with pytest.raises(ValueError, match="more than 3 real and 3 generated"):
+        precision_recall(torch.randn(40, 4), torch.randn(3, 4))
+    with pytest.raises(ValueError, match="more than"):
+        density_coverage(torch.randn(5, 4), torch.randn(40, 4))
+
+
+def test_inception_score_splits_like_the_reference():
+    """Ten parts, rows i*N//10 to (i+1)*N//10, also when N is not a multiple of 10."""
+    probs = torch.softmax(torch.randn(25, 4, generator=torch.Generator().manual_seed(0)), 1).double()
+    scores = []
+    for i in range(10):
+        part = probs[i * 25 // 10 : (i + 1) * 25 // 10]
+        kl = (part * (part.log() - part.mean(0, keepdim=True).log())).sum(1).mean()
+        scores.append(math.exp(kl))
+    assert inception_score(probs) == pytest.approx((np.mean(scores), np.std(scores)))
+    with pytest.raises(ValueError, match="at least 10"):
+        inception_score(probs[:9])
+
+
 def test_inception_score_bounds():
     k = 10
     even = torch.eye(k).repeat(100, 1)  # confident and balanced over all classes

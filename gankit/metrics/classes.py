@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 
 def inception_score(probs: torch.Tensor, *, splits: int = 10) -> tuple[float, float]:
     """exp(E_x KL(p(y|x) || p(y))), mean and std over ``splits`` (Salimans et al. 2016), on ``probs [N, K]``."""
+    if len(probs) < splits:
+        raise ValueError(f"the class-probability score needs at least {splits} samples, got {len(probs)}")
     scores = []
-    for part in probs.double().chunk(splits):
+    probs, n = probs.double(), len(probs)
+    # the reference's parts, rows i*N//splits to (i+1)*N//splits (chunk() makes fewer parts when N is
+    # not a multiple of splits)
+    for part in (probs[i * n // splits : (i + 1) * n // splits] for i in range(splits)):
         py = part.mean(0, keepdim=True)
         kl = (part * (torch.log(part.clamp_min(1e-12)) - torch.log(py.clamp_min(1e-12)))).sum(1).mean()
         scores.append(math.exp(kl.item()))
-    t = torch.tensor(scores)
-    return float(t.mean()), float(t.std(unbiased=False))
+    return float(np.mean(scores)), float(np.std(scores))
 
 
 def class_histogram(predicted: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -18,7 +18,16 @@ def feature_stats(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.n
                    dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 2:
         raise ValueError(f"need features [N >= 2, D], got {x.shape}")
+    check_finite(x, "FID")
     return x.mean(axis=0), np.cov(x, rowvar=False)
+
+
+def check_finite(x: torch.Tensor | np.ndarray, metric: str) -> None:
+    """A clear error for NaN or infinite features (a metric would otherwise fail obscurely or return a
+    plausible-looking number)."""
+    bad = int((~torch.isfinite(x)).sum()) if isinstance(x, torch.Tensor) else int((~np.isfinite(x)).sum())
+    if bad:
+        raise ValueError(f"{metric}: {bad} feature values are NaN or infinite")
 
 
 def _sqrt_psd(m: np.ndarray) -> np.ndarray:

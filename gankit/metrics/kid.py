@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from gankit.metrics.fid import check_finite
+
 
 def mmd2_unbiased(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> float:
     """Unbiased MMD^2 between samples ``x [m, d]`` and ``y [n, d]`` under the cubic kernel (float64)."""
@@ -24,6 +26,8 @@ def kid(features_a: torch.Tensor | np.ndarray, features_b: torch.Tensor | np.nda
     """(mean, std) of the unbiased MMD^2 over ``subsets`` random subsets of ``subset_size`` from each set."""
     a = torch.as_tensor(np.asarray(features_a), dtype=torch.float64)
     b = torch.as_tensor(np.asarray(features_b), dtype=torch.float64)
+    check_finite(a, "KID")
+    check_finite(b, "KID")
     size = min(subset_size, len(a), len(b))
     if size < 2:
         raise ValueError("KID needs at least 2 samples in each set")
