@@ -17,3 +17,10 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """A ' (did you mean X?)' hint for a misspelt ``name``, or '' when nothing is close."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message, shortened: for quoting a library's error in ours."""
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -93,9 +93,18 @@ class Optim:
         self._set_lr()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"opt": self.opt.state_dict(), "iterations": self.iterations, "lr_scale": self.lr_scale}
+        return {"opt": self.opt.state_dict(), "iterations": self.iterations, "lr_scale": self.lr_scale,
+                "kind": type(self.opt).__name__}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        # PyTorch loads one optimizer's state into another without a word and fails at the next step:
+        # compare the kind (older checkpoints do not name it: whether both have Adam's betas)
+        kind, mine = state.get("kind"), type(self.opt).__name__
+        groups = state["opt"].get("param_groups") or [{}]
+        if kind is not None and kind != mine:
+            raise ValueError(f"the checkpoint holds {kind} state, the config asks for {mine}")
+        if kind is None and ("betas" in groups[0]) != ("betas" in self.opt.param_groups[0]):
+            raise ValueError(f"the checkpoint holds another optimizer's state than {mine}")
         self.opt.load_state_dict(state["opt"])
         match_layouts(self.opt)
         self.iterations = int(state["iterations"])

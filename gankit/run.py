@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import shutil
 import time
@@ -35,7 +36,11 @@ from gankit.data.files import atomic_write_bytes, file_digest
 from gankit.errors import GankitError
 
 FORMAT_VERSION = 1
-_OURS = ("config.toml", "stats.jsonl", "samples", "checkpoints")
+_OURS = ("config.toml", "stats.jsonl", "samples", "checkpoints")  # what makes a folder a run
+# what a run's commands write into it besides: --force starts over without them too (an old run's
+# TensorBoard events would otherwise show as part of the new run)
+_ALSO_OURS = ("tensorboard", "eval", "metrics.jsonl", "judge", "report.html", "curves.png", "evolution.gif",
+              "evolution-strip.png", "evolution.mp4")
 # Test-only: seconds to sleep after each file of a checkpoint is written, so a kill test can land a
 # SIGKILL inside a checkpoint write (benchmarks/kill_soak.py, tests/test_reliability.py).
 PAUSE_ENV = "GANKIT_TEST_CHECKPOINT_PAUSE"
@@ -66,15 +71,57 @@ def check_free(path: str | os.PathLike[str], *, force: bool = False) -> list[str
     if run.path.exists() and not run.path.is_dir():
         raise GankitError(f"{run.path} exists and is not a directory")
     existing = [n for n in _OURS if (run.path / n).exists()]
-    if existing and not force:
+    if not existing:
+        return []
+    try:  # a run is a folder whose config.toml gankit reads; --force deletes nothing that is not one
+        run.config()
+    except GankitError:
+        raise GankitError(f"{run.path} holds {', '.join(existing)} but is not a gankit run (no readable "
+                          "config.toml); choose another --out") from None
+    if not force:
         raise GankitError(f"{run.path} already holds a run; continue it with `gankit train --resume {run.path}`"
-                          " or start over with --force (deletes its checkpoints, samples and stats)")
-    return existing
+                          " or start over with --force (deletes its checkpoints, samples, stats and evaluations)")
+    return existing + [n for n in _ALSO_OURS if (run.path / n).exists()]
+
+
+_LOCKS: dict[Path, int] = {}  # run directory -> the open lock file this process holds on it
+LOCK_NAME = ".lock"
+
+
+def lock_run(run: RunDir) -> None:
+    """Take the run directory's lock, or a clear error when another process trains in it (two trainers
+    would interleave stats lines and delete each other's checkpoint writes). The lock is the kernel's
+    (``flock``), so a killed process never leaves a stale one; it lasts until :func:`release_run`."""
+    key = run.path.resolve()
+    if key in _LOCKS:
+        return
+    run.path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # no flock (Windows): no protection, as before
+        pass
+    except OSError:
+        os.close(fd)
+        raise GankitError(f"{run.path} is in use: another gankit process is training this run. Wait for it to "
+                          "finish (or stop it), or choose another --out") from None
+    _LOCKS[key] = fd
+
+
+def release_run(path: str | os.PathLike[str]) -> None:
+    """Give up this process's lock on a run directory (no-op when it holds none)."""
+    fd = _LOCKS.pop(Path(path).resolve(), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def create_run(path: str | os.PathLike[str], config: Config, *, force: bool = False) -> RunDir:
     """Make a new run directory; refuse to reuse one that holds a run unless ``force``."""
     run = RunDir(path)
+    check_free(path, force=force)  # before the lock, which makes the directory
+    lock_run(run)
     existing = check_free(path, force=force)
     if existing:
         for name in existing:
@@ -88,6 +135,7 @@ def create_run(path: str | os.PathLike[str], config: Config, *, force: bool = Fa
 def open_run(path: str | os.PathLike[str]) -> RunDir:
     """An existing run directory, ready to write into: its folders made, leftovers of killed writes removed."""
     run = RunDir(path)
+    lock_run(run)
     run.samples.mkdir(parents=True, exist_ok=True)
     run.checkpoints.mkdir(parents=True, exist_ok=True)
     # leftovers of a kill inside save_checkpoint: a folder moved aside to be replaced goes back if its
@@ -195,8 +243,9 @@ def _write_error(exc: BaseException, path: Path, previous: Path | None) -> Ganki
         return None
     what = "the disk is full" if full else f"the write failed ({getattr(exc, 'strerror', None) or text})"
     kept = f"the previous checkpoint {previous.name} is intact" if previous else "no earlier checkpoint existed"
+    fix = "Free some space" if full else "Fix the cause"
     return GankitError(f"could not save checkpoint {path.name} in {path.parent}: {what}; the partial write was "
-                       f"removed and {kept}. Free some space, then continue with `gankit train --resume "
+                       f"removed and {kept}. {fix}, then continue with `gankit train --resume "
                        f"{path.parent.parent}`")
 
 
@@ -258,10 +307,46 @@ def save_checkpoint(run: RunDir, *, step: int, weights: dict[str, torch.Tensor],
 
 
 def list_checkpoints(run: RunDir) -> list[Path]:
-    """Complete-looking checkpoint folders, oldest first."""
+    """Complete-looking checkpoint folders, oldest first (by step: ``step-100000000`` after ``step-99999999``)."""
     if not run.checkpoints.exists():
         return []
-    return sorted(p for p in run.checkpoints.iterdir() if p.is_dir() and p.name.startswith("step-"))
+    found = [p for p in run.checkpoints.iterdir() if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def set_aside_damaged(run: RunDir, *, newer_than: Path) -> list[Path]:
+    """Rename the (damaged) checkpoints newer than the one a run resumed from to ``damaged-step-N``.
+
+    They stay on disk for inspection, but out of the rotation, which keeps the newest by step and
+    would otherwise delete the good checkpoints the resumed run writes before reaching their steps.
+    """
+    moved = []
+    for p in list_checkpoints(run):
+        if int(p.name[5:]) > int(newer_than.name[5:]):
+            target = p.with_name(f"damaged-{p.name}")
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(p, target)
+            moved.append(p.name)
+    if moved:
+        warnings.warn(f"moved the damaged checkpoints {', '.join(moved)} aside in {run.checkpoints} (renamed "
+                      "damaged-...)", stacklevel=2)
+    return moved
+
+
+def best_so_far(run: RunDir, restored: dict[str, Any]) -> dict[str, Any]:
+    """The best evaluation a run has kept: the ``best`` checkpoint's own record when it is better than
+    ``restored`` (the record in the checkpoint being restored, which may predate it)."""
+    try:  # state.json alone (no tensors): the "best" entry of its top-level dict
+        entries = json.loads((run.checkpoints / "best" / "state.json").read_text())["state"]["__dict__"]
+        kept = unflatten_state(dict(entries).get("best", {}), {})
+    except (OSError, ValueError, KeyError, TypeError):
+        return restored
+    if not isinstance(kept, dict):
+        return restored
+    if isinstance(kept.get("value"), int | float) and kept["value"] < restored.get("value", math.inf):
+        return kept
+    return restored
 
 
 def check_checkpoint(path: Path) -> None:

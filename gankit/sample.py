@@ -12,7 +12,7 @@ from torch import nn
 from gankit.config import Config
 from gankit.data import DatasetInfo, to_uint8
 from gankit.data.files import atomic_write_bytes
-from gankit.errors import GankitError
+from gankit.errors import GankitError, first_line
 from gankit.run import RunDir, latest_good_checkpoint, load_checkpoint
 from gankit.train.build import make_nets, resolve_device, sample_noise, value_range
 from gankit.train.speed import fast_path
@@ -50,12 +50,17 @@ def load_generator(run_dir: str | Path, *, device: str = "cpu", checkpoint: str 
                        class_names=tuple(di["class_names"]))
     G, D = make_nets(cfg, info)
     prefix = "G_ema." if ema and any(k.startswith("G_ema.") for k in weights) else "G."
-    G.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+    try:
+        G.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+        if with_discriminator:
+            D.load_state_dict({k[2:]: v for k, v in weights.items() if k.startswith("D.")})
+    except RuntimeError as exc:
+        raise GankitError(f"{path} does not fit {run.config_path}: {first_line(exc)} (the checkpoint was made "
+                          "with other net settings)") from None
     dev = resolve_device(device)
     lg = LoadedGenerator(G=G.to(dev).eval(), cfg=cfg, info=info, step=state["step"], device=dev,
                          weights=prefix[:-1])
     if with_discriminator:
-        D.load_state_dict({k[2:]: v for k, v in weights.items() if k.startswith("D.")})
         lg.D = D.to(dev).eval()
     return lg
 

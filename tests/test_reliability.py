@@ -349,3 +349,128 @@ def test_sigkill_during_training_and_checkpoint_writes(tmp_path):
     assert all(k.loadable for k in rep.kills)
     assert all(0 <= k.lost <= 5 for k in rep.kills), rep.kills
     assert rep.finished and rep.weights_equal and rep.losses_equal and rep.leftovers == []
+
+
+# ---- resuming with other settings, damaged runs, two trainers, foreign folders ---------------------------------
+
+
+def test_resume_with_settings_that_do_not_fit_is_refused_and_changes_nothing(tmp_path):
+    """A changed net or optimizer: a clear error, and the run's config.toml and stats stay as they were
+    (the config used to be rewritten first, which broke every later resume and sample of the run)."""
+    run = RunDir(tmp_path / "run")
+    train(_cfg(), run.path, progress=False)
+    before = {p: p.read_bytes() for p in (run.config_path, run.stats_path)}
+    for change in ("model.g.hidden=[16]", "optim.g.name='adam'"):
+        with pytest.raises(GankitError, match="does not fit this config"):
+            train(_cfg(extra=[change], steps=9), run.path, resume=True, progress=False)
+        assert {p: p.read_bytes() for p in before} == before
+    assert load_generator(run.path).step == 6  # still samples
+    with pytest.raises(GankitError, match="does not fit"):  # a checkpoint from another net, met by `sample`
+        run.config_path.write_text(__import__("gankit.config", fromlist=["dumps"]).dumps(
+            _cfg(extra=["model.g.hidden=[16]"])))
+        load_generator(run.path)
+    run.config_path.write_bytes(before[run.config_path])
+    train(_cfg(extra=["optim.g.lr=0.005"], steps=9), run.path, resume=True, progress=False)
+    assert run.config().optim.g.lr == 0.005  # a change that loads is recorded
+
+
+def test_resume_with_every_checkpoint_damaged_is_refused(tmp_path):
+    run = RunDir(tmp_path / "run")
+    train(_cfg(), run.path, progress=False)
+    stats = run.stats_path.read_bytes()
+    for ckpt in run.checkpoints.glob("step-*"):
+        (ckpt / "manifest.json").write_text("{")
+    with pytest.warns(UserWarning), pytest.raises(GankitError, match="every checkpoint is damaged"):
+        train(_cfg(steps=9), run.path, resume=True, progress=False)
+    assert run.stats_path.read_bytes() == stats and len(list(run.checkpoints.glob("step-*"))) == 3
+
+
+def test_damaged_newer_checkpoints_are_set_aside_not_kept_by_the_rotation(tmp_path):
+    """Resuming from step 3 past a damaged step 6 with keep_checkpoints=1: the rotation keeps the newest by
+    step, so the damaged 6 used to outrank (and delete) every good checkpoint the resumed run wrote."""
+    run = RunDir(tmp_path / "run")
+    cfg = _cfg(extra=["train.keep_checkpoints=2"], steps=6)
+    train(cfg, run.path, progress=False)
+    (run.checkpoints / "step-00000006" / "manifest.json").write_text("{")
+    with pytest.warns(UserWarning, match="moved the damaged checkpoints step-00000006 aside"):
+        train(_cfg(extra=["train.keep_checkpoints=1"], steps=5), run.path, resume=True, progress=False)
+    names = sorted(p.name for p in run.checkpoints.iterdir() if p.is_dir())
+    assert names == ["damaged-step-00000006", "step-00000005"]
+    assert latest_good_checkpoint(run).name == "step-00000005"
+
+
+def test_checkpoints_are_ordered_by_step_not_by_name(tmp_path):
+    from gankit.run import list_checkpoints
+
+    run = RunDir(tmp_path / "run")
+    for step in (99_999_999, 100_000_000):
+        save_checkpoint(run, step=step, weights={"w": torch.ones(1)}, state={}, keep=1)
+    assert [p.name for p in list_checkpoints(run)] == ["step-100000000"]
+
+
+def test_the_best_checkpoint_outranks_an_older_record_on_restore(tmp_path):
+    """After a rollback (or a resume) to a checkpoint older than `best`, `best` keeps its own record, so a
+    worse evaluation cannot replace the better generator it holds."""
+    from gankit.run import best_so_far
+
+    run = RunDir(tmp_path / "run")
+    save_checkpoint(run, step=4, weights={"w": torch.ones(1)}, keep=3, name="best",
+                    state={"best": {"step": 4, "metric": "dfid", "value": 1.5}})
+    assert best_so_far(run, {})["step"] == 4
+    assert best_so_far(run, {"step": 2, "metric": "dfid", "value": 2.0})["value"] == 1.5
+    assert best_so_far(run, {"step": 8, "metric": "dfid", "value": 1.0})["value"] == 1.0
+    assert best_so_far(RunDir(tmp_path / "none"), {"value": 3.0}) == {"value": 3.0}
+
+
+def test_logged_losses_are_exact_across_a_resume_between_log_steps(tmp_path):
+    """Checkpoints at 3, logs at 2, 4, 6: the step-4 line averages steps 3 and 4 in a resumed run too."""
+    straight = RunDir(tmp_path / "straight")
+    train(_cfg(), straight.path, progress=False)
+    resumed = RunDir(tmp_path / "resumed")
+    train(_cfg(), resumed.path, progress=False)
+    __import__("shutil").rmtree(resumed.checkpoints / "step-00000006")
+    train(_cfg(), resumed.path, resume=True, progress=False)
+    logs = [[r for r in read_stats(run, "train") if r["step"] == 4][0] for run in (straight, resumed)]
+    assert logs[0]["d_loss"] == logs[1]["d_loss"] and logs[0]["g_loss"] == logs[1]["g_loss"]
+
+
+def test_a_second_trainer_on_a_run_is_refused(tmp_path):
+    import fcntl
+
+    from gankit.run import LOCK_NAME
+
+    run = RunDir(tmp_path / "run")
+    train(_cfg(), run.path, progress=False)
+    fd = os.open(run.path / LOCK_NAME, os.O_RDWR)  # as another process training it would hold it
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        with pytest.raises(GankitError, match="another gankit process is training this run"):
+            train(_cfg(steps=9), run.path, resume=True, progress=False)
+        with pytest.raises(GankitError, match="another gankit process"):
+            train(_cfg(), run.path, force=True, progress=False)
+    finally:
+        os.close(fd)
+    assert len(list(run.checkpoints.glob("step-*"))) == 3  # --force deleted nothing while it was in use
+    assert train(_cfg(steps=9), run.path, resume=True, progress=False).step == 9  # released: free again
+
+
+def test_force_deletes_only_runs_and_only_once_the_config_builds(tmp_path):
+    from gankit.run import check_free
+
+    other = tmp_path / "project"
+    (other / "samples").mkdir(parents=True)
+    (other / "samples" / "holiday.jpg").write_bytes(b"jpeg")
+    (other / "config.toml").write_text("[tool.something]\nx = 1\n")
+    for force in (False, True):
+        with pytest.raises(GankitError, match="not a gankit run"):
+            check_free(other, force=force)
+    assert (other / "samples" / "holiday.jpg").exists()
+    run = RunDir(tmp_path / "run")
+    train(_cfg(), run.path, progress=False)
+    (run.path / "tensorboard").mkdir()
+    with pytest.raises(GankitError, match="unknown setting"):  # a bad setting: the old run is still there
+        train(_cfg(extra=["model.g.foo=3"]), run.path, force=True, progress=False)
+    assert len(list(run.checkpoints.glob("step-*"))) == 3
+    train(_cfg(steps=3), run.path, force=True, progress=False)
+    assert not (run.path / "tensorboard").exists()
+    assert sorted(p.name for p in run.checkpoints.glob("step-*")) == ["step-00000000", "step-00000003"]

@@ -17,9 +17,10 @@ from torch import nn
 
 from gankit import dist, registry
 from gankit.augment import diff_augment, parse_policy
-from gankit.config import Config
+from gankit.config import Config, dumps
 from gankit.data import BatchSampler, to_float, to_uint8
-from gankit.errors import GankitError
+from gankit.data.files import atomic_write_bytes
+from gankit.errors import GankitError, first_line
 from gankit.losses import Objective, d_targets, keras_clipped, top_k, topk_fraction
 from gankit.nets.conditional import has_classifier
 from gankit.optim import Optim
@@ -27,12 +28,16 @@ from gankit.penalties import gradient_penalty, r1_penalty
 from gankit.run import (
     RunDir,
     append_stats,
+    best_so_far,
     check_free,
     create_run,
     latest_good_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     open_run,
+    release_run,
     save_checkpoint,
+    set_aside_damaged,
     truncate_stats,
 )
 from gankit.train.build import (
@@ -146,6 +151,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
         return _train(cfg, out, resume=resume, force=force, data_root=data_root, progress=progress)
     finally:
         torch.set_num_threads(threads)
+        release_run(out)  # the run directory's lock, taken when it was created or opened
 
 
 def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root: str | None,
@@ -159,10 +165,6 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     if not resume and dist.is_main():
         check_free(out, force=force)  # before the (slow) data load
     data = load_training_data(cfg.data, root=data_root)
-    if not dist.is_main():
-        run = RunDir(out)
-    else:
-        run = open_run(out) if resume else create_run(out, cfg, force=force)
     info = data.info
     images = data.images.to(device)  # [N, C, H, W] uint8, resident
     labels = data.labels.to(device)  # [N]
@@ -180,6 +182,12 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
 
     # ---- build nets, optimizers, objective, schedule --------------------------------------------------
     G, D = make_nets(cfg, info)
+    # the run directory only now, with the config known to build: a bad setting then leaves an --out
+    # folder untouched (with --force: the old run is not deleted) and a resumed run's files as they were
+    if not dist.is_main():
+        run = RunDir(out)
+    else:
+        run = open_run(out) if resume else create_run(out, cfg, force=force)
     fast = fast_path(precision=t.precision, channels_last=t.channels_last, compile=t.compile, device=device,
                      nets=(G, D))
     G.to(device).train()
@@ -263,6 +271,8 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         return total
 
     best: dict[str, float] = {}
+    sums: dict[str, torch.Tensor | float] = {}  # logged losses summed since the last log line
+    counts: dict[str, int] = {}
     recovery = Recovery(t)
     torch.manual_seed(t.seed)
     shared = dist.shared_generator(t.seed)  # ddp: every rank draws the global batch's noise, then slices it
@@ -272,11 +282,17 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     # ---- resume (and roll back after divergence) -----------------------------------------------------------
     def restore(ckpt: Path) -> dict[str, Any]:
         nonlocal step, images_seen, seconds, best
+        nonlocal sums, counts
         weights, state = load_checkpoint(ckpt)
-        G.load_state_dict({k[2:]: v for k, v in weights.items() if k.startswith("G.")})
-        D.load_state_dict({k[2:]: v for k, v in weights.items() if k.startswith("D.")})
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
+        try:
+            G.load_state_dict({k[2:]: v for k, v in weights.items() if k.startswith("G.")})
+            D.load_state_dict({k[2:]: v for k, v in weights.items() if k.startswith("D.")})
+            opt_g.load_state_dict(state["opt_g"])
+            opt_d.load_state_dict(state["opt_d"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise GankitError(f"{ckpt} does not fit this config: {first_line(exc)}. The nets or optimizers differ "
+                              "from the ones the run was trained with (a changed model.* or optim.* setting?); "
+                              "resume without that change, or start a new run") from None
         sampler.load_state_dict(state["sampler"])
         schedule.load_state_dict(state["schedule"])
         if device.type == "cuda" and state["rng"].get("cuda"):  # before set_rng_state, which reseeds each rank
@@ -289,19 +305,37 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         if "augment" in state["rng"]:
             aug_gen.set_state(state["rng"]["augment"])
         step, images_seen, seconds = state["step"], state["images_seen"], state["seconds"]
-        best = state.get("best", {})
+        # the best generator so far is the "best" folder's, even when it is newer than the step restored
+        # (a rollback or a resume from an older checkpoint must not let a worse one replace it)
+        best = best_so_far(run, state.get("best", {}))
+        # the losses summed since the last log line, so the next line averages what it would have
+        sums = dict(state.get("log_sums", {}))
+        counts = dict(state.get("log_counts", {}))
         if dist.is_main():
             truncate_stats(run, step)
         return state
 
     if resume:
         ckpt = latest_good_checkpoint(run)
+        if ckpt is None and list_checkpoints(run):
+            raise GankitError(f"{run.path}: every checkpoint is damaged (see the warning above), so the run cannot "
+                              "continue; nothing was changed. Start it over with `gankit train --out "
+                              f"{run.path} --force ...` (deletes them) or restore the files")
         if ckpt is None:  # killed before its first checkpoint: nothing was saved, so start afresh
             if dist.is_main():
                 warnings.warn(f"{run.path}: no complete checkpoint yet; starting from step 0", stacklevel=2)
                 truncate_stats(run, 0)
         else:
-            recovery.load_state_dict(restore(ckpt).get("recovery", {}))
+            state = restore(ckpt)
+            recovery.load_state_dict(state.get("recovery", {}))
+            was = state.get("data_info", {})
+            if dist.is_main() and was.get("name") not in (None, info.name):
+                warnings.warn(f"{run.path} was trained on {was['name']!r} and now continues on {info.name!r}",
+                              stacklevel=2)
+            if dist.is_main():
+                set_aside_damaged(run, newer_than=ckpt)  # out of the rotation, which would keep them
+        if dist.is_main() and run.config() != cfg:  # the run's config records what it runs with, once it loads
+            atomic_write_bytes(run.config_path, dumps(cfg).encode())
         if step >= t.steps and dist.is_main():
             print(f"{run.path}: already at step {step} of {t.steps}; raise train.steps (--steps) to go on")
     if clusters:  # every image's cluster, by D's fitted (or restored) centres
@@ -438,6 +472,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         state = {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "sampler": sampler.state_dict(),
                  "schedule": schedule.state_dict(), "rng": rng, "images_seen": images_seen, "seconds": seconds,
                  "best": best, "recovery": recovery.state_dict(),
+                 "log_sums": {k: float(v) for k, v in sums.items()}, "log_counts": dict(counts),
                  "data_info": {"name": info.name, "resolution": info.resolution, "channels": info.channels,
                                "class_names": list(info.class_names)}}
         save_checkpoint(run, step=step, weights=weights, state=state, keep=t.keep_checkpoints, name=name)
@@ -492,8 +527,6 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     from tqdm import tqdm
 
     bar = tqdm(total=t.steps, initial=step, disable=not progress, desc=cfg.name, unit="step", dynamic_ncols=True)
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
     last: dict[str, float] = {}
     tick = time.perf_counter()
     started = time.perf_counter()
@@ -564,10 +597,9 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
                 snapshot()
             if step % t.checkpoint_every == 0 or step == t.steps or out_of_time:
                 pending = {k: float(v) / counts[k] for k, v in sums.items()}  # losses since the last log
-                if diverged(pending):
+                if diverged(pending):  # (restored with the checkpoint: the sums it was saved with)
                     if out_of_time:
                         break
-                    sums, counts = {}, {}
                     continue
                 seconds += time.perf_counter() - tick
                 tick = time.perf_counter()
