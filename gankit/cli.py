@@ -6,6 +6,7 @@ Every user error surfaces as one ``error: ...`` line (exit status 2), never a tr
 from __future__ import annotations
 
 import errno
+import math
 import os
 import sys
 import time
@@ -15,7 +16,7 @@ from typing import Any
 
 import click
 
-from gankit.errors import GankitError
+from gankit.errors import GankitError, first_line
 
 
 class _Group(click.Group):
@@ -35,12 +36,23 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
-        except OSError as exc:  # a full disk anywhere (stats, samples, caches) is the user's to fix, not a bug
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        except OSError as exc:  # a full disk, a folder that cannot be written: the user's to fix, not a bug
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                click.echo(f"error: the disk is full (writing {exc.filename or 'a file'}); free some space. A "
+                           "run's checkpoints are written whole or not at all: `gankit train --resume RUN` "
+                           "continues it", err=True)
+            else:
+                where = f"{exc.filename}: " if exc.filename else ""
+                click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            sys.exit(2)
+        except MemoryError:
+            click.echo("error: out of memory; ask for fewer samples or a smaller batch", err=True)
+            sys.exit(2)
+        except RuntimeError as exc:  # PyTorch's allocator reports a too-large request as a RuntimeError
+            if "can't allocate memory" not in str(exc) and "out of memory" not in str(exc):
                 raise
-            click.echo(f"error: the disk is full (writing {exc.filename or 'a file'}); free some space. A run's "
-                       "checkpoints are written whole or not at all: `gankit train --resume RUN` continues it",
-                       err=True)
+            click.echo(f"error: out of memory ({first_line(exc, 160)}); ask for fewer samples (--n) or a "
+                       "smaller batch", err=True)
             sys.exit(2)
 
 
@@ -82,11 +94,9 @@ def train(preset: str | None, config_file: str | None, steps: int | None, out: s
         if not run_cfg.exists():
             raise GankitError(f"{resume} is not a gankit run directory (no config.toml)")
         data = C.read_toml(run_cfg)
+        # (the run's config.toml is rewritten by the trainer once the changed config has loaded the checkpoint:
+        # a setting that does not fit the run leaves it as it was)
         cfg = C.validate(C.from_dict(C.Config, C.apply_overrides(data, sets), where=""))
-        if sets:
-            from gankit.data.files import atomic_write_bytes
-
-            atomic_write_bytes(run_cfg, C.dumps(cfg).encode())  # the run's config records what it ran with
         out = resume
     else:
         cfg = C.build(preset, overrides=sets, file=config_file)
@@ -146,7 +156,7 @@ def _print_dry_run(cfg: Any) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--n", "n", type=int, default=64, show_default=True, help="how many images")
 @click.option("--out", "-o", default="samples.png", show_default=True, help=".png/.jpg grid, or .npz arrays")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option("--class", "classes", multiple=True, help="class name or number (conditional runs; repeatable)")
 @click.option("--per-class", type=int, help="conditional runs: a grid with one column per class, this many rows")
 @click.option("--checkpoint", help="a checkpoint folder name (default: the latest good one)")
@@ -272,7 +282,7 @@ def data_check(name: str, split: str, data_root: str | None) -> None:
 @click.option("--out", "-o", default="data.png", show_default=True)
 @click.option("--n", "n", type=int, default=64, show_default=True)
 @click.option("--split", default="train", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option("--data-root", type=click.Path(file_okay=False))
 def data_show(name: str, out: str, n: int, split: str, seed: int, data_root: str | None) -> None:
     """Write a grid of real images, each captioned with its class."""
@@ -301,7 +311,7 @@ def data_show(name: str, out: str, n: int, split: str, seed: int, data_root: str
 @click.option("--against", type=click.Choice(["train", "test"]), default="test", show_default=True)
 @click.option("--real", "real_dataset", help="score a dataset's train split against its test split (the floor)")
 @click.option("--checkpoint", help="a checkpoint folder name (default: the latest good one)")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option("--data-root", type=click.Path(file_okay=False))
 @click.option("--no-ema", is_flag=True, help="evaluate the raw G of a run that keeps G_ema (model.ema)")
 def eval_(run_dir: str | None, metrics: str, n: int, against: str, real_dataset: str | None, checkpoint: str | None,
@@ -311,6 +321,8 @@ def eval_(run_dir: str | None, metrics: str, n: int, against: str, real_dataset:
     from gankit.evaluate import evaluate_real, evaluate_run, format_table
 
     names = tuple(m.strip() for m in metrics.split(",") if m.strip())
+    if not names:
+        raise GankitError("--metrics names no metric; give some of dfid, fid, kid, pr, dc, classes, cond-acc, modes")
     if n <= 1:
         raise GankitError(f"--n must be at least 2, got {n}")
     if not (real_dataset or run_dir):
@@ -338,7 +350,7 @@ def evaluator() -> None:
 @click.option("--width", type=int, default=32, show_default=True, help="channels of the first stage")
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--weight-decay", type=float, default=5e-4, show_default=True, help="AdamW's decoupled decay")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), help="folder (default: the package's evaluators/)")
 @click.option("--data-root", type=click.Path(file_okay=False))
 def evaluator_train(name: str, epochs: int, width: int, lr: float, weight_decay: float, seed: int,
@@ -346,6 +358,11 @@ def evaluator_train(name: str, epochs: int, width: int, lr: float, weight_decay:
     """Train the evaluator for a dataset family and save it with its test accuracy (a long job)."""
     from gankit.metrics.evaluator import train_evaluator
 
+    for option, value, ok in (("--epochs", epochs, epochs >= 1), ("--width", width, width >= 1),
+                              ("--lr", lr, math.isfinite(lr) and lr > 0),
+                              ("--weight-decay", weight_decay, math.isfinite(weight_decay) and weight_decay >= 0)):
+        if not ok:
+            raise GankitError(f"{option} {value}: must be {'positive' if option != '--weight-decay' else '>= 0'}")
     meta = train_evaluator(name, root=data_root, epochs=epochs, width=width, lr=lr,
                            weight_decay=weight_decay, seed=seed,
                            out=Path(out) if out else None, log=click.echo)
@@ -376,7 +393,8 @@ def evaluator_list() -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--out", "-o", help="picture (default RUN/judge/step-NNNNNNNN.png)")
 @click.option("--n", "n", type=int, default=16, show_default=True, help="real images, and as many generated")
-@click.option("--seed", type=int, help="which real images and noise (default: the run's seed, as in training)")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1),
+              help="which real images and noise (default: the run's seed, as in training)")
 @click.option("--checkpoint", help="a checkpoint folder name (default: the latest good one)")
 @click.option("--data-root", type=click.Path(file_okay=False))
 @click.option("--device", default="cpu", show_default=True)
@@ -416,7 +434,7 @@ def animate(run_dir: str, out: str | None, fps: float, hold: float, mp4: bool | 
 @click.option("--class", "classes", multiple=True, help="--latent on a conditional run: the rows' classes")
 @click.option("--steps", type=int, default=10, show_default=True, help="images along each path")
 @click.option("--rows", type=int, help="paths (different noise), default 10 (8 for --latent)")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option("--out", "-o", default="interpolation.png", show_default=True,
               help=".png grid (rows x steps), or .gif/.mp4 animating along the paths")
 @click.option("--checkpoint", help="a checkpoint folder name (default: the latest good one)")
@@ -444,6 +462,8 @@ def interpolate(run_dir: str, from_: str | None, to: str | None, scale_class: st
     elif scale_class is not None:
         I._need_conditional(lg, "class scaling")
         (c,) = class_indices([scale_class], lg.info)
+        if not (math.isfinite(max_scale) and 0 < max_scale <= 1000):
+            raise GankitError(f"--max-scale must be a positive number up to 1000, got {max_scale}")
         images = I.class_scaling(lg, c, steps=steps, top=max_scale, rows=rows or 10, seed=seed)
         what = f"class {lg.info.class_names[c]} scaled 0 to {max_scale:g}"
     else:

@@ -7,6 +7,7 @@ any of them gets the same clear error: the unknown key, where it was, and a "did
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -246,9 +247,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if not -(2**63) <= value < 2**63:  # TOML's own limit, which Python's reader does not enforce
+                raise GankitError(f"{where}: {value} is out of range (a 64-bit integer)")
             return value
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):  # nan and inf are valid TOML, and no setting means them
+                raise GankitError(f"{where}: must be a finite number, got {value}")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -383,6 +388,8 @@ def build(preset: str | None = None, *, overrides: list[str] = (), file: str | P
     """The config from a preset (or a TOML file, or defaults) plus ``--set`` overrides, validated."""
     if preset and file:
         raise GankitError("give a preset or a config file, not both")
+    if preset is not None and not preset.strip():
+        raise GankitError("--preset is empty; `gankit presets` lists the names")
     if file:
         data = read_toml(file)
     elif preset:
@@ -427,6 +434,8 @@ def validate(cfg: Config) -> Config:
     _check(d.limit is None or d.limit > 0, f"data.limit must be positive, got {d.limit}")
     _check(d.resolution is None or 4 <= d.resolution <= 1024, f"data.resolution must be in 4..1024, got {d.resolution}")
     _check(d.channels in (None, 1, 3), f"data.channels must be 1 or 3, got {d.channels}")
+    _check(d.stacked_seed >= 0, f"data.stacked_seed must be >= 0, got {d.stacked_seed}")
+    _check(d.stacked_size is None or d.stacked_size > 0, f"data.stacked_size must be positive, got {d.stacked_size}")
     _check(m.latent_dim > 0, f"model.latent_dim must be positive, got {m.latent_dim}")
     _one_of(m.noise, ("normal", "uniform"), "model.noise")
     _one_of(m.output, ("tanh", "sigmoid"), "model.output")

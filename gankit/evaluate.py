@@ -212,7 +212,14 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METR
         return result  # every rank has the numbers; rank 0 writes them
     out = Path(run_dir) / "eval"
     out.mkdir(exist_ok=True)
-    atomic_write_bytes(out / f"step-{lg.step:08d}-{against}-{_tag(n)}.json", json.dumps(result, indent=1).encode())
+    # one file per protocol (step, split, n, seed, which G); a later evaluation with other metrics adds to it
+    path = out / (f"step-{lg.step:08d}-{against}-{_tag(n)}" + (f"-seed{seed}" if seed else "")
+                  + ("" if ema else "-noema") + ".json")
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        earlier = {}
+    atomic_write_bytes(path, json.dumps({**earlier, **result}, indent=1).encode())
     with open(Path(run_dir) / "metrics.jsonl", "a") as fh:
         fh.write(json.dumps({k: v for k, v in result.items() if not isinstance(v, list)}) + "\n")
     return result

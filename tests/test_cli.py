@@ -62,6 +62,19 @@ def test_train_then_sample(tmp_path):
     assert r.exit_code == 2 and "already holds a run" in r.output
     r = run("sample", out, "--class", "3", "--out", tmp_path / "c.png")
     assert r.exit_code == 2 and "not conditional" in r.output
+    (tmp_path / "afile").write_text("x")  # outputs that cannot be written, bad devices: one clear line
+    for args, message in ((["sample", out, "--out", tmp_path / "afile" / "x.png"], "a file is in the way"),
+                          (["sample", out, "--device", "bogus"], "unknown device"),
+                          (["data", "show", "mnist-demo", "--out", tmp_path / "x.bmp"], "give a .png")):
+        r = run(*args, "--n", "4")
+        assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
+    # a resume that does not start (a dry run, a setting the run's nets cannot load) keeps its config
+    config = (out / "config.toml").read_bytes()
+    r = run("train", "--resume", out, "--set", "optim.g.lr=0.5", "--dry-run")
+    assert r.exit_code == 0 and (out / "config.toml").read_bytes() == config
+    r = run("train", "--resume", out, "--set", "model.g.hidden=[8]", "--steps", "12", "--no-progress")
+    assert r.exit_code == 2 and "does not fit this config" in r.output and "Traceback" not in r.output
+    assert (out / "config.toml").read_bytes() == config
 
 
 def test_conditional_sampling(tmp_path):
@@ -93,6 +106,15 @@ def test_conditional_sampling(tmp_path):
         (["eval", "/nonexistent/run"], "not a gankit run directory"),
         (["eval", "--real", "folder:/x"], "no domain evaluator"),
         (["sample", "/nonexistent/run", "--n", "0"], "not a gankit run directory"),
+        (["train", "--preset", ""], "--preset is empty"),
+        (["train", "--preset", "seed002-mlp-mnist", "--set", "optim.g.lr=nan", "--dry-run"], "must be a finite number"),
+        (["train", "--preset", "seed002-mlp-mnist", "--set", "train.seed=99999999999999999999"], "out of range"),
+        (["train", "--preset", "seed002-mlp-mnist", "--set", "model.g.hidden=[0]", "--dry-run"], "positive integer"),
+        (["train", "--preset", "seed002-mlp-mnist", "--set", "data.stacked_seed=-1"], "stacked_seed must be >= 0"),
+        (["eval", "/nonexistent/run", "--metrics", ","], "names no metric"),
+        (["evaluator", "train", "mnist", "--epochs", "0"], "--epochs 0: must be positive"),
+        (["evaluator", "train", "mnist", "--lr", "-1"], "--lr -1.0: must be positive"),
+        (["sample", "/nonexistent/run", "--seed", "99999999999999999999"], "Invalid value for '--seed'"),
     ],
 )
 def test_errors_are_one_clear_line(args, message):

@@ -221,3 +221,18 @@ class _nullcontext:
 
     def __exit__(self, *a):
         return False
+
+
+def test_idx_images_of_another_size_are_a_clear_error_even_unverified(tmp_path):
+    fake_mnist(tmp_path)
+    write_idx_gz(tmp_path / "mnist" / "train-images-idx3-ubyte.gz", np.zeros((50, 32, 32), dtype=np.uint8))
+    with pytest.raises(GankitError, match="images are 32x32; mnist images are 28x28"):
+        load_dataset("mnist", root=tmp_path, verify=False)
+
+
+def test_channels_and_split_that_do_not_fit_are_refused(tmp_path):
+    fake_mnist(tmp_path)
+    with pytest.raises(GankitError, match="has 1 channel.*data.channels=3 does not match"):
+        load_dataset("mnist", root=tmp_path, verify=False, channels=3)
+    with pytest.raises(GankitError, match="unknown split 'bogus'"):
+        load_dataset(f"folder:{tmp_path}", split="bogus")

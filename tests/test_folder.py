@@ -121,3 +121,66 @@ def test_decompression_bomb_is_skipped(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match=r"skipped 1 unreadable file\(s\): big.png \(DecompressionBombError\)"):
         ds = load_dataset(f"folder:{root}", resolution=8)
     assert len(ds) == 1
+
+
+def test_over_pillows_pixel_limit_is_skipped_not_only_warned(tmp_path, monkeypatch):
+    """Between Pillow's limit and twice it Pillow only warns; such files are skipped like the larger ones."""
+    root = tmp_path / "big"
+    root.mkdir()
+    (root / "big.png").write_bytes(_png((1, 2, 3), size=(40, 40)))  # 1,600 pixels: over 1,000, under 2,000
+    (root / "ok.png").write_bytes(_png((1, 2, 3), size=(8, 8)))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.warns(UserWarning, match=r"big.png \(DecompressionBombWarning\)"):
+        assert len(load_dataset(f"folder:{root}", resolution=8)) == 1
+
+
+def test_symlinked_class_folders_count_and_loops_end(tmp_path):
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    (root / "a").mkdir(parents=True)
+    elsewhere.mkdir()
+    (root / "a" / "1.png").write_bytes(_png((255, 0, 0), size=(8, 8)))
+    (elsewhere / "2.png").write_bytes(_png((0, 0, 255), size=(8, 8)))
+    (root / "b").symlink_to(elsewhere, target_is_directory=True)
+    (root / "a" / "up").symlink_to(root, target_is_directory=True)  # a loop
+    ds = load_dataset(f"folder:{root}")
+    assert ds.info.class_names == ("a", "b") and len(ds) == 2
+
+
+def test_damaged_archive_members_are_skipped_and_a_cut_tar_refused(tmp_path):
+    good = _png((255, 0, 0), size=(8, 8))
+    zpath = tmp_path / "pics.zip"
+    with zipfile.ZipFile(zpath, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("a.png", good)
+        zf.writestr("b.png", _png((0, 255, 0), size=(8, 8)))
+    data = bytearray(zpath.read_bytes())
+    at = data.find(_png((0, 255, 0), size=(8, 8))[60:80])  # inside b.png's stored bytes: its CRC fails
+    data[at : at + 4] = b"XXXX"
+    zpath.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable file\(s\): b.png \(damaged in the archive"):
+        assert len(load_dataset(f"folder:{zpath}")) == 1
+    tpath = tmp_path / "pics.tar"
+    with tarfile.open(tpath, "w") as tf:
+        for i in range(3):
+            info = tarfile.TarInfo(f"{i}.png")
+            info.size = len(good)
+            tf.addfile(info, io.BytesIO(good))
+    data = bytearray(tpath.read_bytes())
+    data[1024 + 100 : 1024 + 160] = b"\x07" * 60  # the second member's header: tarfile would stop there quietly
+    tpath.write_bytes(bytes(data))
+    with pytest.raises(GankitError, match="not a readable"):
+        load_dataset(f"folder:{tpath}")
+
+
+def test_sixteen_bit_grey_in_any_byte_order_loads_as_grey(tmp_path):
+    root = tmp_path / "tiff"
+    root.mkdir()
+    for i, mode in enumerate(("I;16B", "I;16")):
+        Image.new(mode, (8, 8), 65535).save(root / f"{i}.tif")
+    ds = load_dataset(f"folder:{root}")
+    assert ds.images.shape == (2, 1, 8, 8) and (ds.images == 255).all()
+
+
+@pytest.mark.parametrize("spec", ["folder:", "folder:~nosuchuser_gankit/x"])
+def test_folder_paths_that_name_nothing_are_clear_errors(spec):
+    with pytest.raises(GankitError, match="folder"):
+        load_dataset(spec)

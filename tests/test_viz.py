@@ -127,6 +127,41 @@ def test_animate_without_samples_is_a_clear_error(tmp_path):
     assert cli("animate", tmp_path).exit_code == 2
 
 
+def test_animate_skips_a_damaged_grid_and_refuses_absurd_timing(mlp_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(mlp_run, run)
+    (run / "samples" / "step-00000003.png").write_bytes(b"not a png")
+    r = cli("animate", run, "--out", tmp_path / "evo.gif", "--no-mp4")
+    assert r.exit_code == 0 and "step-00000003.png: skipped" in r.output, r.output
+    with Image.open(tmp_path / "evo.gif") as gif:
+        assert gif.n_frames == 2
+    for args in (["--fps", "nan"], ["--fps", "1e-9"], ["--hold", "-5"]):
+        r = cli("animate", run, "--out", tmp_path / "evo2.gif", "--no-mp4", *args)
+        assert r.exit_code == 2 and "must be between" in r.output and "Traceback" not in r.output, r.output
+    r = cli("report", run, "--no-judge", "--out", tmp_path / "r.png")
+    assert r.exit_code == 2 and ".html" in r.output
+
+
+def test_written_files_get_the_mode_a_plain_write_would(tmp_path):
+    """mkstemp makes 0600 files; an atomic write must not narrow a picture's permissions."""
+    import os
+
+    from gankit.data.files import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "new.bin", b"x")
+        (tmp_path / "kept.bin").write_bytes(b"x")
+        os.chmod(tmp_path / "kept.bin", 0o640)
+        atomic_write_bytes(tmp_path / "kept.bin", b"y")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new.bin").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "kept.bin").stat().st_mode & 0o777 == 0o640
+
+
 # ---- interpolation, scaling, latent walks -----------------------------------------------------------------
 
 def test_slerp_endpoints_and_norm():

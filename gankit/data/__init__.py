@@ -86,6 +86,7 @@ def load_dataset(spec: str, *, root: str | Path | None = None, split: str = "tra
     ``mnist:0,1``), or ``folder:PATH``. ``limit`` keeps the first N images (small test slices).
     """
     name, args = parse_spec(spec)
+    sources.split_parts(split)  # a clear error for an unknown split name, for folders too (which have none)
     if name == "folder":
         ds = load_folder(args[0], resolution=resolution, channels=channels)
         class_filter: list[str] = []
@@ -102,6 +103,9 @@ def load_dataset(spec: str, *, root: str | Path | None = None, split: str = "tra
         if resolution is not None and resolution != ds.info.resolution:
             raise GankitError(f"dataset {name!r} is {ds.info.resolution}x{ds.info.resolution}; "
                               f"data.resolution={resolution} does not match (leave it unset)")
+        if channels is not None and channels != ds.info.channels:
+            raise GankitError(f"dataset {name!r} has {ds.info.channels} channel(s); data.channels={channels} "
+                              "does not match (leave it unset)")
     if class_filter:
         keep = resolve_classes(class_filter, ds.info.class_names, dataset=name)
         ds = ds.subset(torch.isin(ds.labels, torch.tensor(keep)))

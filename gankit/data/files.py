@@ -9,6 +9,7 @@ may be read-only), keyed by path, size and modification time.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import json
@@ -54,11 +55,12 @@ def cache_dir() -> Path:
 
 def data_root(explicit: str | os.PathLike[str] | None = None) -> Path:
     """The data root: the explicit argument, else ``$GANKIT_DATA``, else ``~/.cache/gankit/data``."""
-    if explicit:
-        return Path(explicit).expanduser()
-    env = os.environ.get("GANKIT_DATA")
-    if env:
-        return Path(env).expanduser()
+    given = explicit or os.environ.get("GANKIT_DATA")
+    if given:
+        try:
+            return Path(given).expanduser()
+        except RuntimeError as exc:  # ~nosuchuser
+            raise GankitError(f"data root {given}: {exc}") from None
     return Path.home() / ".cache" / "gankit" / "data"
 
 
@@ -141,18 +143,42 @@ def verify(path: Path, spec: FileSpec, content: bytes | None = None) -> None:
 # ---- atomic writes and downloads ---------------------------------------------------------------
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, then rename.
+
+    The file gets the mode a plain write would give it: a replaced file's own, else the umask's.
+    Errors name ``path`` (not the temporary file), so the CLI can report them plainly.
+    """
+    path = Path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OSError(errno.ENOTDIR, "a file is in the way of its folder", str(path)) from None
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except OSError:
+        mode = 0o666 & ~_umask()
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    try:
+        os.fchmod(fd, mode)  # mkstemp makes it 0600
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def offline() -> bool:

@@ -7,9 +7,11 @@ to the requested resolution. Unreadable, empty or truncated files are skipped an
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
@@ -22,26 +24,59 @@ from gankit.errors import GankitError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-def _entries(path: Path) -> Iterator[tuple[str, bytes]]:
-    """(relative posix path, bytes) of every image-named file in a folder or archive."""
+def _entries(path: Path) -> Iterator[tuple[str, bytes | None, str]]:
+    """(relative posix path, bytes or None, why None) of every image-named file in a folder or archive.
+
+    Files and archive members that cannot be read come with ``None`` and the reason, for the caller to
+    skip and count; folders that cannot be listed are warned about (their images would be missing).
+    """
     if path.is_dir():
-        for p in sorted(path.rglob("*")):
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
-                yield p.relative_to(path).as_posix(), p.read_bytes()
+        found, seen = [], {os.path.realpath(path)}
+        # os.walk with followlinks: a class folder that is a symbolic link counts (rglob skips it); each real
+        # folder once, so a link to a folder above cannot loop
+        for top, dirs, files in os.walk(path, followlinks=True, onerror=lambda e: warnings.warn(
+                f"{e.filename}: cannot list this folder ({e.strerror}); its images are left out", stacklevel=2)):
+            keep = []
+            for d in sorted(dirs):
+                real = os.path.realpath(os.path.join(top, d))
+                if not d.startswith(".") and real not in seen:
+                    seen.add(real)
+                    keep.append(d)
+            dirs[:] = keep
+            found += [Path(top) / f for f in files
+                      if Path(f).suffix.lower() in IMAGE_SUFFIXES and not f.startswith(".")]
+        for p in sorted(found):
+            try:
+                yield p.relative_to(path).as_posix(), p.read_bytes(), ""
+            except OSError as exc:
+                yield p.relative_to(path).as_posix(), None, exc.strerror or type(exc).__name__
     elif zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
+        try:
+            zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise GankitError(f"{path}: not a readable .zip archive ({exc})") from None
+        with zf:
             for name in sorted(zf.namelist()):
                 if PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES and not name.endswith("/"):
-                    yield name, zf.read(name)
+                    try:
+                        yield name, zf.read(name), ""
+                    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
+                        yield name, None, f"damaged in the archive: {exc}"
     elif path.is_file():
         try:
             with tarfile.open(path) as tar:
                 members = sorted((m for m in tar if m.isfile()), key=lambda m: m.name)
-                for m in members:
-                    if PurePosixPath(m.name).suffix.lower() in IMAGE_SUFFIXES:
-                        yield m.name, tar.extractfile(m).read()  # type: ignore[union-attr]
-        except (tarfile.TarError, EOFError, OSError) as exc:
+                # tarfile stops quietly at a damaged header, and a .gz's checksum is only checked at its
+                # end: read on to the end, where nothing but the archive's zero padding may be left
+                rest = tar.fileobj.read() if tar.fileobj is not None else b""
+                if rest.strip(b"\0"):
+                    raise tarfile.ReadError("damaged after member " + (members[-1].name if members else "(none)"))
+                blobs = [(m.name, tar.extractfile(m).read()) for m in members  # type: ignore[union-attr]
+                         if PurePosixPath(m.name).suffix.lower() in IMAGE_SUFFIXES]
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
             raise GankitError(f"{path}: not a readable folder, .zip, .tar or .tar.gz archive ({exc})") from None
+        for name, blob in blobs:
+            yield name, blob, ""
     else:
         raise GankitError(f"folder dataset: {path} does not exist")
 
@@ -76,56 +111,79 @@ def _eight_bit(im: object) -> object:
 
 
 def load_folder(path: str | Path, *, resolution: int | None = None, channels: int | None = None) -> Dataset:
-    """Load every image under ``path`` into memory (see the module docstring)."""
+    """Load every image under ``path`` into memory (see the module docstring).
+
+    Two passes: the headers first (sizes and modes decide the resolution and channels), then each image
+    decoded and brought to the resolution on its own, so memory holds one full-size photo at a time.
+    """
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path).expanduser()
-    decoded: list[tuple[str, object]] = []
+    if not str(path).strip():
+        raise GankitError("folder dataset: give a path, folder:PATH")
+    try:
+        path = Path(path).expanduser()
+    except RuntimeError as exc:  # ~nosuchuser
+        raise GankitError(f"folder dataset {path}: {exc}") from None
+    broken = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError,
+              Image.DecompressionBombWarning)
+    blobs: list[tuple[str, bytes]] = []
+    heads: list[tuple[int, int, str]] = []  # (width, height, mode)
     skipped: list[str] = []
-    for name, blob in _entries(path):
-        if not blob:
-            skipped.append(f"{name} (empty)")
-            continue
-        try:
-            im = Image.open(io.BytesIO(blob))
-            im.load()  # decode now, so truncated files fail here rather than later
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            skipped.append(f"{name} ({type(exc).__name__})")
-            continue
-        decoded.append((name, im))
-    if skipped:
-        warnings.warn(f"{path}: skipped {len(skipped)} unreadable file(s): {', '.join(skipped[:5])}"
-                      + (" ..." if len(skipped) > 5 else ""), stacklevel=2)
-    if not decoded:
-        raise GankitError(f"{path}: no readable images found" + (f" ({len(skipped)} unreadable)" if skipped else ""))
+    with warnings.catch_warnings():
+        # Pillow only warns above its pixel limit (and refuses above twice that): skip such files too
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        for name, blob, problem in _entries(path):
+            if blob is None or not blob:
+                skipped.append(f"{name} ({problem or 'empty'})")
+                continue
+            try:
+                with Image.open(io.BytesIO(blob)) as im:
+                    heads.append((*im.size, im.mode))
+            except broken as exc:
+                skipped.append(f"{name} ({type(exc).__name__})")
+                continue
+            blobs.append((name, blob))
     if channels is None:
-        grey = all(im.mode in ("1", "L", "LA", "I", "I;16", "F") for _, im in decoded)  # type: ignore[attr-defined]
+        grey = all(m in ("1", "L", "LA", "F") or m.startswith("I") for _, _, m in heads)
         channels = 1 if grey else 3
     if channels not in (1, 3):
         raise GankitError(f"folder dataset: channels must be 1 or 3, got {channels}")
-    if resolution is None:
-        sizes = {im.size for _, im in decoded}  # type: ignore[attr-defined]
+    if resolution is None and heads:
+        sizes = {(w, h) for w, h, _ in heads}
         if len(sizes) == 1 and (size := sizes.pop())[0] == size[1]:
             resolution = size[0]
         else:
             raise GankitError(f"{path}: images have different or non-square sizes; set data.resolution")
+    mode = "L" if channels == 1 else "RGB"
+    arrays, names = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        for name, blob in blobs:
+            try:
+                with Image.open(io.BytesIO(blob)) as im:
+                    im.load()  # decode now: a truncated file fails here
+                    im = _eight_bit(im)
+                    im = im.convert("RGBA").convert(mode) if im.mode in ("P", "LA", "PA") else im.convert(mode)  # type: ignore[attr-defined]
+                    arr = np.asarray(_fit(im, resolution))  # type: ignore[arg-type]
+            except broken as exc:
+                skipped.append(f"{name} ({type(exc).__name__})")
+                continue
+            arrays.append(arr.reshape(resolution, resolution, channels))  # type: ignore[arg-type]
+            names.append(name)
+    if skipped:
+        warnings.warn(f"{path}: skipped {len(skipped)} unreadable file(s): {', '.join(skipped[:5])}"
+                      + (" ..." if len(skipped) > 5 else ""), stacklevel=2)
+    if not arrays:
+        raise GankitError(f"{path}: no readable images found" + (f" ({len(skipped)} unreadable)" if skipped else ""))
     # Classes: the first folder under the root. An archive often wraps everything in one top folder:
     # strip such a shared wrapper first, so its subfolders become the classes.
-    paths = [PurePosixPath(n).parts for n, _ in decoded]
+    paths = [PurePosixPath(n).parts for n in names]
     while len({p[0] for p in paths}) == 1 and all(len(p) >= 3 for p in paths):
         paths = [p[1:] for p in paths]
     nested = all(len(p) >= 2 for p in paths)
     class_names = tuple(sorted({p[0] for p in paths})) if nested else ("all",)
-    mode = "L" if channels == 1 else "RGB"
-    images = np.empty((len(decoded), resolution, resolution, channels), dtype=np.uint8)
-    labels = np.zeros(len(decoded), dtype=np.int64)
-    for i, ((_, im), parts) in enumerate(zip(decoded, paths)):
-        im = _eight_bit(im)
-        im = im.convert("RGBA").convert(mode) if im.mode in ("P", "LA", "PA") else im.convert(mode)  # type: ignore[attr-defined]
-        arr = np.asarray(_fit(im, resolution))
-        images[i] = arr.reshape(resolution, resolution, channels)
-        if nested:
-            labels[i] = class_names.index(parts[0])
-    info = DatasetInfo(name=f"folder:{path}", resolution=resolution, channels=channels, class_names=class_names)
-    return Dataset(images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels=torch.from_numpy(labels),
-                   info=info, files=[str(path)])
+    labels = np.array([class_names.index(p[0]) for p in paths] if nested else [0] * len(paths), dtype=np.int64)
+    info = DatasetInfo(name=f"folder:{path}", resolution=resolution, channels=channels,  # type: ignore[arg-type]
+                       class_names=class_names)
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return Dataset(images=images, labels=torch.from_numpy(labels), info=info, files=[str(path)])

@@ -91,6 +91,9 @@ def _load_idx_pair(folder: Path, images: FileSpec, labels: FileSpec, *, dataset:
         arrays.append(parse_idx(content, name=str(path), expect_ndim=ndim))
         paths.append(str(path))
     images_and_labels(arrays[0], arrays[1], images_name=paths[0], labels_name=paths[1])
+    if arrays[0].shape[1:] != (28, 28):  # every IDX dataset gankit names is 28x28 (checked with verify off too)
+        raise GankitError(f"{paths[0]}: images are {arrays[0].shape[1]}x{arrays[0].shape[2]}; {dataset} images are "
+                          "28x28. Is this the right file?")
     return arrays[0], arrays[1], paths
 
 

@@ -11,6 +11,12 @@ from gankit.nets.layers import one_hot
 from gankit.registry import register
 
 
+def check_hidden(hidden: list[int] | tuple[int, ...], net: str) -> None:
+    """A clear error for layer widths a dense net cannot have."""
+    if any(not isinstance(h, int) or h < 1 for h in hidden):
+        raise ValueError(f"model.{net}.hidden: every layer width must be a positive integer, got {list(hidden)}")
+
+
 def output_activation(output: str) -> nn.Module:
     """The last activation of a generator: tanh for [-1, 1] images, sigmoid for [0, 1]."""
     return nn.Tanh() if output == "tanh" else nn.Sigmoid()
@@ -29,6 +35,7 @@ class MLPGenerator(nn.Module):
         super().__init__()
         self.image_shape = tuple(image_shape)
         self.num_classes = num_classes
+        check_hidden(hidden, "g")
         layers: list[nn.Module] = []
         width = latent_dim + num_classes  # a one-hot label joins the noise when conditional
         for h in hidden:
@@ -53,6 +60,7 @@ class MLPDiscriminator(nn.Module):
                  leak: float = 0.2, dropout: float = 0.0) -> None:
         super().__init__()
         self.num_classes = num_classes
+        check_hidden(hidden, "d")
         layers: list[nn.Module] = []
         width = math.prod(image_shape) + num_classes
         for h in hidden:

@@ -16,9 +16,13 @@ def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when present; ``cuda`` without a GPU is a clear error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise GankitError("train.device = 'cuda' but PyTorch sees no CUDA GPU (this is a CPU build or no GPU)")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise GankitError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GankitError(f"device {name!r}, but PyTorch sees no CUDA GPU (this is a CPU build or no GPU)")
+    return device
 
 
 def load_training_data(cfg: DataConfig, *, root: str | None = None) -> Dataset:

@@ -7,7 +7,9 @@ become one animated GIF, captioned with the step, and a still strip of a few of 
 from __future__ import annotations
 
 import io
+import math
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -82,6 +84,14 @@ def mp4_available() -> bool:
     return True
 
 
+def check_timing(fps: float, hold: float) -> None:
+    """A clear error for frame rates and hold times an animation cannot use (NaN, infinite, absurd)."""
+    if not (math.isfinite(fps) and 0.01 <= fps <= 1000):
+        raise GankitError(f"--fps must be between 0.01 and 1000 frames a second, got {fps}")
+    if not (math.isfinite(hold) and 0 <= hold <= 3600):
+        raise GankitError(f"--hold must be between 0 and 3600 seconds, got {hold}")
+
+
 def write_mp4(path: str | Path, frames: Sequence[Image.Image], *, fps: float) -> Path:
     """An H.264 MP4 through ``imageio-ffmpeg`` (``pip install imageio-ffmpeg``, the ``video`` extra)."""
     try:
@@ -95,15 +105,22 @@ def write_mp4(path: str | Path, frames: Sequence[Image.Image], *, fps: float) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = imageio_ffmpeg.write_frames(str(tmp), (W, H), fps=fps, codec="libx264", macro_block_size=1,
                                          ffmpeg_log_level="error", output_params=["-crf", "18"])
-    writer.send(None)
     try:
-        for f in frames:
-            canvas = Image.new("RGB", (W, H), "white")
-            canvas.paste(f.convert("RGB"), (0, 0))
-            writer.send(np.ascontiguousarray(np.asarray(canvas)).tobytes())
-    finally:
-        writer.close()
-    tmp.replace(path)
+        writer.send(None)
+        try:
+            for f in frames:
+                canvas = Image.new("RGB", (W, H), "white")
+                canvas.paste(f.convert("RGB"), (0, 0))
+                writer.send(np.ascontiguousarray(np.asarray(canvas)).tobytes())
+        finally:
+            writer.close()
+        tmp.replace(path)
+    except BaseException as exc:  # an interrupt or a failed encoder leaves no half-written video behind
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError | RuntimeError):
+            raise GankitError(f"could not encode {path} with ffmpeg: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+                              ) from None
+        raise
     return path
 
 
@@ -111,21 +128,26 @@ def evolution_frames(samples_dir: str | Path, *, max_frames: int | None = None,
                      max_side: int | None = None) -> list[Image.Image]:
     """The saved sample grids as captioned frames (``max_frames`` spread evenly; ``max_side`` shrinks)."""
     found = sample_frames(samples_dir)
-    if not found:
-        raise GankitError(f"{samples_dir}: no sample grids (step-NNNNNNNN.png) to animate")
     if max_frames:
         found = [found[i] for i in spread(len(found), max_frames)]
-    size = Image.open(found[-1][1]).size
-    frames = []
+    loaded = []
     for step, p in found:
-        with Image.open(p) as im:
-            im = im.convert("RGB")
-            if im.size != size:  # a grid of another size (e.g. a changed sample_grid after resume)
-                im = im.resize(size, Image.Resampling.NEAREST)
-            if max_side and max(size) > max_side:
-                f = max_side / max(size)
-                im = im.resize((round(size[0] * f), round(size[1] * f)), Image.Resampling.LANCZOS)
-            frames.append(captioned(im, f"step {step:,}"))
+        try:
+            with Image.open(p) as im:
+                loaded.append((step, im.convert("RGB")))
+        except OSError as exc:  # a damaged grid costs its frame, not the animation
+            warnings.warn(f"{p}: skipped, not a readable picture ({exc})", stacklevel=2)
+    if not loaded:
+        raise GankitError(f"{samples_dir}: no readable sample grids (step-NNNNNNNN.png) to animate")
+    size = loaded[-1][1].size
+    frames = []
+    for step, im in loaded:
+        if im.size != size:  # a grid of another size (e.g. a changed sample_grid after resume)
+            im = im.resize(size, Image.Resampling.NEAREST)
+        if max_side and max(size) > max_side:
+            f = max_side / max(size)
+            im = im.resize((round(size[0] * f), round(size[1] * f)), Image.Resampling.LANCZOS)
+        frames.append(captioned(im, f"step {step:,}"))
     return frames
 
 
@@ -151,8 +173,7 @@ def animate_run(run_dir: str | Path, *, out: str | Path | None = None, fps: floa
     """
     from gankit.viz.grid import save_image
 
-    if fps <= 0:
-        raise GankitError(f"--fps must be positive, got {fps}")
+    check_timing(fps, hold)
     run = Path(run_dir)
     if not (run / "config.toml").exists():
         raise GankitError(f"{run} is not a gankit run directory (no config.toml)")

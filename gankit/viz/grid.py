@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from gankit.errors import GankitError
+
 
 def make_grid(images: torch.Tensor, *, nrow: int | None = None, pad: int = 2, scale: int = 1,
               pad_value: int = 255) -> Image.Image:
@@ -63,6 +65,8 @@ def save_image(image: Image.Image, path: str | Path) -> Path:
     from gankit.data.files import atomic_write_bytes
 
     path = Path(path)
+    if path.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise GankitError(f"{path}: give a .png or .jpg file name")
     buf = io.BytesIO()
     fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
     image.save(buf, format=fmt)

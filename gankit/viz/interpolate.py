@@ -254,11 +254,10 @@ def clock(lg: LoadedGenerator, *, start: str | None = None, count: str | None = 
 def write_clock(frames: list[Image.Image], settled: list[int], out: str | Path, *, fps: float = 50.0,
                 hold: float = 1.0) -> Path:
     """The clock as .gif or .mp4: fades at ``fps`` (GIF: at most 50), settled displays held ``hold`` s."""
-    from gankit.viz.animate import write_gif, write_mp4
+    from gankit.viz.animate import check_timing, write_gif, write_mp4
 
     out = Path(out)
-    if fps <= 0 or hold < 0:
-        raise GankitError("--fps must be positive and --hold not negative")
+    check_timing(fps, hold)
     if out.suffix.lower() == ".gif":
         ms = max(20, round(1000 / fps))
         durations = [max(ms, round(1000 * hold)) if i in settled else ms for i in range(len(frames))]

@@ -247,6 +247,8 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, refresh:
     """``gankit report``: RUN/report.html (or ``out``), written atomically so a reloading browser never
     sees half a page."""
     path = Path(out) if out else Path(run_dir) / "report.html"
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise GankitError(f"--out {path}: the report is a web page; give a .html file name")
     text = build_report(run_dir, refresh=refresh, judge_missing=judge_missing, root=root)
     atomic_write_bytes(path, text.encode("utf-8"))
     return path
