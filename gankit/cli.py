@@ -252,13 +252,14 @@ def data_list(data_root: str | None) -> None:
 @data.command("check")
 @click.argument("name")
 @click.option("--split", default="train+test", show_default=True)
+@click.option("--resolution", type=click.IntRange(4, 1024), help="folder datasets of mixed sizes: the side to load at")
 @click.option("--data-root", type=click.Path(file_okay=False))
-def data_check(name: str, split: str, data_root: str | None) -> None:
+def data_check(name: str, split: str, resolution: int | None, data_root: str | None) -> None:
     """Verify a dataset's files and print its counts and class histogram."""
     from gankit.data import load_dataset
 
     t0 = time.perf_counter()
-    ds = load_dataset(name, root=data_root, split=split)
+    ds = load_dataset(name, root=data_root, split=split, resolution=resolution)
     dt = time.perf_counter() - t0
     info = ds.info
     click.echo(f"{info.name} ({split}): {len(ds):,} images, {info.resolution}x{info.resolution}x{info.channels}, "
@@ -283,8 +284,10 @@ def data_check(name: str, split: str, data_root: str | None) -> None:
 @click.option("--n", "n", type=int, default=64, show_default=True)
 @click.option("--split", default="train", show_default=True)
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
+@click.option("--resolution", type=click.IntRange(4, 1024), help="folder datasets of mixed sizes: the side to load at")
 @click.option("--data-root", type=click.Path(file_okay=False))
-def data_show(name: str, out: str, n: int, split: str, seed: int, data_root: str | None) -> None:
+def data_show(name: str, out: str, n: int, split: str, seed: int, resolution: int | None,
+              data_root: str | None) -> None:
     """Write a grid of real images, each captioned with its class."""
     import torch
 
@@ -293,7 +296,7 @@ def data_show(name: str, out: str, n: int, split: str, seed: int, data_root: str
 
     if n <= 0:
         raise GankitError(f"--n must be positive, got {n}")
-    ds = load_dataset(name, root=data_root, split=split)
+    ds = load_dataset(name, root=data_root, split=split, resolution=resolution)
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]
     names = [ds.info.class_names[int(i)] for i in ds.labels[idx]]
     path = save_image(labelled_grid(ds.images[idx], names), out)

@@ -153,7 +153,8 @@ def load_folder(path: str | Path, *, resolution: int | None = None, channels: in
         if len(sizes) == 1 and (size := sizes.pop())[0] == size[1]:
             resolution = size[0]
         else:
-            raise GankitError(f"{path}: images have different or non-square sizes; set data.resolution")
+            raise GankitError(f"{path}: images have different or non-square sizes; set data.resolution "
+                              "(--resolution for `gankit data`)")
     mode = "L" if channels == 1 else "RGB"
     arrays, names = [], []
     with warnings.catch_warnings():
