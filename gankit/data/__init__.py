@@ -67,13 +67,20 @@ _INFO = {
 
 def describe(spec: str, *, resolution: int | None = None, channels: int | None = None) -> DatasetInfo | None:
     """A dataset's metadata without loading it; None for ``folder:`` datasets (read them to know)."""
-    name, _ = parse_spec(spec)
+    name, args = parse_spec(spec)
     if name == "folder":
         if resolution is None or channels is None:
             return None
         return DatasetInfo(name=spec, resolution=resolution, channels=channels, class_names=("all",))
     registry.get("dataset", name)
     res, ch, classes = _INFO[name]
+    # the checks load_dataset makes, so a dry run refuses what training would
+    if args:
+        resolve_classes(args, classes, dataset=name)
+    for what, asked, actual in (("resolution", resolution, res), ("channels", channels, ch)):
+        if asked is not None and asked != actual:
+            raise GankitError(f"dataset {name!r} has {what} {actual}; data.{what}={asked} does not match (leave it "
+                              "unset)")
     return DatasetInfo(name=name, resolution=res, channels=ch, class_names=classes)
 
 
