@@ -267,6 +267,7 @@ def generator_dfid(cfg: Any, info: Any, *, n: int, root: str | None, device: tor
         was = G.training
         G.eval()
         out = []
+        finite = True
         lo, hi = dist.chunk(n)  # under torchrun each rank samples and featurizes its share of the fixed noise
         try:
             with torch.inference_mode():
@@ -274,11 +275,14 @@ def generator_dfid(cfg: Any, info: Any, *, n: int, root: str | None, device: tor
                     j = min(i + 500, hi)
                     yb = y[i:j].to(device) if y is not None else None
                     x = G(z[i:j].to(device), yb)
-                    if not bool(torch.isfinite(x).all()):  # not scored as the black images uint8 makes of NaN
-                        return key, math.nan
+                    finite = finite and bool(torch.isfinite(x).all())
                     out.append(to_uint8(x, value_range=value_range(cfg.model)).cpu())
         finally:
             G.train(was)
+        # NaN pixels are not scored as the black images uint8 makes of them; every rank agrees first, so
+        # none waits in the gather below for a rank that stopped
+        if not dist.all_true(finite):
+            return key, math.nan
         fake = torch.cat(out)
         if fake.shape[1] != ev.meta["channels"]:
             fake = fake.reshape(-1, 1, *fake.shape[2:])

@@ -75,9 +75,9 @@ def check_free(path: str | os.PathLike[str], *, force: bool = False) -> list[str
         return []
     try:  # a run is a folder whose config.toml gankit reads; --force deletes nothing that is not one
         run.config()
-    except GankitError:
-        raise GankitError(f"{run.path} holds {', '.join(existing)} but is not a gankit run (no readable "
-                          "config.toml); choose another --out") from None
+    except GankitError as exc:
+        raise GankitError(f"{run.path} holds {', '.join(existing)} but is not a gankit run ({exc}); choose "
+                          "another --out, or delete it yourself") from None
     if not force:
         raise GankitError(f"{run.path} already holds a run; continue it with `gankit train --resume {run.path}`"
                           " or start over with --force (deletes its checkpoints, samples, stats and evaluations)")
@@ -103,10 +103,13 @@ def lock_run(run: RunDir) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except ImportError:  # no flock (Windows): no protection, as before
         pass
-    except OSError:
+    except BlockingIOError:
         os.close(fd)
         raise GankitError(f"{run.path} is in use: another gankit process is training this run. Wait for it to "
                           "finish (or stop it), or choose another --out") from None
+    except OSError as exc:  # a filesystem without locks (NFS without lockd, some FUSE mounts)
+        warnings.warn(f"{run.path}: cannot lock the run directory ({exc.strerror}); nothing stops a second "
+                      "trainer on it", stacklevel=2)
     _LOCKS[key] = fd
 
 
@@ -123,10 +126,10 @@ def create_run(path: str | os.PathLike[str], config: Config, *, force: bool = Fa
     check_free(path, force=force)  # before the lock, which makes the directory
     lock_run(run)
     existing = check_free(path, force=force)
-    if existing:
-        for name in existing:
-            p = run.path / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    # config.toml last: a --force interrupted part-way leaves a folder that is still a run (forceable)
+    for name in sorted(existing, key=lambda n: n == "config.toml"):
+        p = run.path / name
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
     # config.toml first: a run killed while being created is then already resumable with --resume
     atomic_write_bytes(run.config_path, dumps(config).encode())
     return open_run(run.path)

@@ -474,3 +474,70 @@ def test_force_deletes_only_runs_and_only_once_the_config_builds(tmp_path):
     train(_cfg(steps=3), run.path, force=True, progress=False)
     assert not (run.path / "tensorboard").exists()
     assert sorted(p.name for p in run.checkpoints.glob("step-*")) == ["step-00000000", "step-00000003"]
+
+
+def test_a_setting_that_fails_late_in_setup_leaves_a_forced_run_intact(tmp_path):
+    """Evaluation during training on a dataset without an evaluator fails in setup, after the nets build:
+    the run directory is made (and --force's deleting done) only after all of setup."""
+    from PIL import Image
+
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for i in range(8):
+        Image.new("L", (28, 28), 30 * i).save(pics / f"{i}.png")
+    run = RunDir(tmp_path / "run")
+    train(_cfg(), run.path, progress=False)
+    before = sorted(p.name for p in run.checkpoints.iterdir())
+    with pytest.raises(GankitError, match="no domain evaluator"):
+        train(_cfg(extra=[f"data.dataset='folder:{pics}'", "train.eval_every=2"]), run.path, force=True,
+              progress=False)
+    assert sorted(p.name for p in run.checkpoints.iterdir()) == before
+    fresh = tmp_path / "fresh"
+    with pytest.raises(GankitError, match="no domain evaluator"):
+        train(_cfg(extra=[f"data.dataset='folder:{pics}'", "train.eval_every=2"]), fresh, progress=False)
+    assert not (fresh / "config.toml").exists()  # the corrected command is not told "already holds a run"
+
+
+def test_an_interrupted_force_leaves_a_run_that_can_be_forced_again(monkeypatch, tmp_path):
+    import shutil
+
+    from gankit.run import check_free, create_run
+
+    run = RunDir(tmp_path / "run")
+    train(_cfg(), run.path, progress=False)
+    real = shutil.rmtree
+
+    def interrupted(p, *a, **k):
+        if str(p).endswith("samples"):
+            raise KeyboardInterrupt
+        return real(p, *a, **k)
+
+    monkeypatch.setattr(shutil, "rmtree", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        create_run(run.path, _cfg(), force=True)
+    monkeypatch.setattr(shutil, "rmtree", real)
+    assert run.config_path.exists() and check_free(run.path, force=True)  # deleted last: still a run
+
+
+def test_a_filesystem_without_locks_trains_with_a_warning(monkeypatch, tmp_path):
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.warns(UserWarning, match="cannot lock the run directory"):
+        assert train(_cfg(steps=2), tmp_path / "run", progress=False).step == 2
+
+
+def test_a_nan_first_evaluation_is_logged_and_training_goes_on(monkeypatch, tmp_path):
+    import math
+
+    import gankit.evaluate
+
+    monkeypatch.setattr(gankit.evaluate, "generator_dfid", lambda *a, **k: (lambda G: ("dfid", math.nan)))
+    run = RunDir(tmp_path / "run")
+    assert train(_cfg(extra=["train.eval_every=2"]), run.path, progress=True).step == 6  # the bar prints it
+    evals = [r for r in read_stats(run) if r.get("kind") == "eval"]
+    assert len(evals) == 3 and not (run.checkpoints / "best").exists()

@@ -37,7 +37,7 @@ def _entries(path: Path) -> Iterator[tuple[str, bytes | None, str]]:
         for top, dirs, files in os.walk(path, followlinks=True, onerror=lambda e: warnings.warn(
                 f"{e.filename}: cannot list this folder ({e.strerror}); its images are left out", stacklevel=2)):
             keep = []
-            for d in sorted(dirs):
+            for d in sorted(dirs, key=lambda d: (os.path.islink(os.path.join(top, d)), d)):  # real folders first
                 real = os.path.realpath(os.path.join(top, d))
                 if not d.startswith(".") and real not in seen:
                     seen.add(real)
@@ -143,34 +143,58 @@ def load_folder(path: str | Path, *, resolution: int | None = None, channels: in
                 skipped.append(f"{name} ({type(exc).__name__})")
                 continue
             blobs.append((name, blob))
-    if channels is None:
-        grey = all(m in ("1", "L", "LA", "F") or m.startswith("I") for _, _, m in heads)
-        channels = 1 if grey else 3
-    if channels not in (1, 3):
-        raise GankitError(f"folder dataset: channels must be 1 or 3, got {channels}")
-    if resolution is None and heads:
+    def geometry(heads: list[tuple[int, int, str]]) -> tuple[int, int]:
+        """(resolution, channels): as given, else from the images' sizes and modes."""
+        ch = channels if channels is not None else (
+            1 if all(m in ("1", "L", "LA", "F") or m.startswith("I") for _, _, m in heads) else 3)
+        if ch not in (1, 3):
+            raise GankitError(f"folder dataset: channels must be 1 or 3, got {ch}")
+        if resolution is not None:
+            return resolution, ch
         sizes = {(w, h) for w, h, _ in heads}
         if len(sizes) == 1 and (size := sizes.pop())[0] == size[1]:
-            resolution = size[0]
-        else:
-            raise GankitError(f"{path}: images have different or non-square sizes; set data.resolution "
-                              "(--resolution for `gankit data`)")
-    mode = "L" if channels == 1 else "RGB"
-    arrays, names = [], []
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        for name, blob in blobs:
-            try:
-                with Image.open(io.BytesIO(blob)) as im:
-                    im.load()  # decode now: a truncated file fails here
-                    im = _eight_bit(im)
-                    im = im.convert("RGBA").convert(mode) if im.mode in ("P", "LA", "PA") else im.convert(mode)  # type: ignore[attr-defined]
-                    arr = np.asarray(_fit(im, resolution))  # type: ignore[arg-type]
-            except broken as exc:
-                skipped.append(f"{name} ({type(exc).__name__})")
-                continue
-            arrays.append(arr.reshape(resolution, resolution, channels))  # type: ignore[arg-type]
-            names.append(name)
+            return size[0], ch
+        raise GankitError(f"{path}: images have different or non-square sizes; set data.resolution "
+                          "(--resolution for `gankit data`)")
+
+    def decode(blobs: list[tuple[str, bytes]], side: int, ch: int) -> tuple[list[np.ndarray], list[int]]:
+        """Each blob decoded and brought to ``side`` x ``side`` x ``ch``; the indices that decoded."""
+        mode, arrays, ok = ("L" if ch == 1 else "RGB"), [], []
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            for i, (name, blob) in enumerate(blobs):
+                try:
+                    with Image.open(io.BytesIO(blob)) as im:
+                        im.load()  # decode now: a truncated file fails here
+                        im = _eight_bit(im)
+                        im = im.convert("RGBA").convert(mode) if im.mode in ("P", "LA", "PA") else im.convert(mode)  # type: ignore[attr-defined]
+                        arr = np.asarray(_fit(im, side))
+                except broken as exc:
+                    skipped.append(f"{name} ({type(exc).__name__})")
+                    continue
+                arrays.append(arr.reshape(side, side, ch))
+                ok.append(i)
+        return arrays, ok
+
+    arrays: list[np.ndarray] = []
+    ok: list[int] = []
+    shape = (0, 0)
+    if blobs:
+        try:
+            shape = geometry(heads)
+        except GankitError:
+            # mixed sizes, perhaps only because of files that do not decode: decide from those that do
+            _, decodable = decode(blobs, 4, 3)
+            blobs, heads = [blobs[i] for i in decodable], [heads[i] for i in decodable]
+            shape = geometry(heads) if blobs else shape
+        arrays, ok = decode(blobs, *shape) if blobs else ([], [])
+        if 0 < len(ok) < len(blobs):
+            # a file that failed to decode must not decide the size or colour of the rest: again without it
+            blobs, heads = [blobs[i] for i in ok], [heads[i] for i in ok]
+            if geometry(heads) != shape:
+                shape = geometry(heads)
+                arrays, ok = decode(blobs, *shape)  # (these all decoded once: no new entries in skipped)
+    names = [blobs[i][0] for i in ok]
     if skipped:
         warnings.warn(f"{path}: skipped {len(skipped)} unreadable file(s): {', '.join(skipped[:5])}"
                       + (" ..." if len(skipped) > 5 else ""), stacklevel=2)
@@ -184,7 +208,6 @@ def load_folder(path: str | Path, *, resolution: int | None = None, channels: in
     nested = all(len(p) >= 2 for p in paths)
     class_names = tuple(sorted({p[0] for p in paths})) if nested else ("all",)
     labels = np.array([class_names.index(p[0]) for p in paths] if nested else [0] * len(paths), dtype=np.int64)
-    info = DatasetInfo(name=f"folder:{path}", resolution=resolution, channels=channels,  # type: ignore[arg-type]
-                       class_names=class_names)
+    info = DatasetInfo(name=f"folder:{path}", resolution=shape[0], channels=shape[1], class_names=class_names)
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     return Dataset(images=images, labels=torch.from_numpy(labels), info=info, files=[str(path)])

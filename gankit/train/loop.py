@@ -182,12 +182,10 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
 
     # ---- build nets, optimizers, objective, schedule --------------------------------------------------
     G, D = make_nets(cfg, info)
-    # the run directory only now, with the config known to build: a bad setting then leaves an --out
-    # folder untouched (with --force: the old run is not deleted) and a resumed run's files as they were
-    if not dist.is_main():
-        run = RunDir(out)
-    else:
-        run = open_run(out) if resume else create_run(out, cfg, force=force)
+    # a new run's directory is made (with --force: the old run deleted) only once the whole config has
+    # been set up, below: a bad setting leaves an --out folder untouched. A resumed run is opened now
+    # (its lock, its leftovers of killed writes); its config.toml is rewritten only after the restore.
+    run = open_run(out) if resume and dist.is_main() else RunDir(out)
     fast = fast_path(precision=t.precision, channels_last=t.channels_last, compile=t.compile, device=device,
                      nets=(G, D))
     G.to(device).train()
@@ -235,6 +233,8 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     ema = EMA(G, decay=cfg.model.ema, start=cfg.model.ema_start, rampup=cfg.model.ema_rampup) if cfg.model.ema else None
     policy = parse_policy(t.augment)
     aug_gen = torch.Generator().manual_seed(t.seed + AUGMENT_OFFSET)  # its state is in every checkpoint
+    if not resume and dist.is_main():
+        run = create_run(out, cfg, force=force)
 
     def D_aug(x: torch.Tensor, y: torch.Tensor | None, net: Any = None, **kw: Any) -> Any:
         """D (by default the DDP-wrapped one that D's update syncs) on DiffAugmented images."""
@@ -591,8 +591,9 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
                 if value < best.get("value", math.inf):
                     best = {"step": step, "metric": key, "value": value}
                     checkpoint("best")  # outside the keep-last-N rotation
-                bar.write(f"step {step}: {key} {value:.3f} (best {best['value']:.3f} at step {best['step']})") \
-                    if progress else None
+                if progress:  # (no best yet when the first evaluation was NaN)
+                    bar.write(f"step {step}: {key} {value:.3f}" + (f" (best {best['value']:.3f} at step "
+                                                                   f"{best['step']})" if best else ""))
             if step % t.sample_every == 0 or step == t.steps or out_of_time:
                 snapshot()
             if step % t.checkpoint_every == 0 or step == t.steps or out_of_time:

@@ -145,7 +145,10 @@ def _best_samples(run: RunDir, cfg: Any) -> tuple[str, str] | None:
     b = state.get("best", {})
     caption = f"best: step {state['step']:,}" + (f", {b['metric']} {b['value']:.4g}" if "metric" in b else "")
     saved = run.samples / f"step-{state['step']:08d}.png"
-    if saved.exists():
+    # the saved grid shows the best generator only if that step's evaluation in the stats is the best
+    # one (after a rollback the step may have been re-run by another generator): else render from it
+    evals = [r for r in read_stats(run) if r.get("kind") == "eval" and r.get("step") == state["step"]]
+    if saved.exists() and (not b or (evals and evals[-1].get(b.get("metric")) == b.get("value"))):
         return _file_uri(saved), caption
     import torch
 
