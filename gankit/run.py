@@ -317,11 +317,12 @@ def list_checkpoints(run: RunDir) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[5:]))
 
 
-def set_aside_damaged(run: RunDir, *, newer_than: Path) -> list[Path]:
+def set_aside_damaged(run: RunDir, *, newer_than: Path) -> list[str]:
     """Rename the (damaged) checkpoints newer than the one a run resumed from to ``damaged-step-N``.
 
     They stay on disk for inspection, but out of the rotation, which keeps the newest by step and
     would otherwise delete the good checkpoints the resumed run writes before reaching their steps.
+    Returns the names moved.
     """
     moved = []
     for p in list_checkpoints(run):

@@ -281,8 +281,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
 
     # ---- resume (and roll back after divergence) -----------------------------------------------------------
     def restore(ckpt: Path) -> dict[str, Any]:
-        nonlocal step, images_seen, seconds, best
-        nonlocal sums, counts
+        nonlocal step, images_seen, seconds, best, sums, counts
         weights, state = load_checkpoint(ckpt)
         try:
             G.load_state_dict({k[2:]: v for k, v in weights.items() if k.startswith("G.")})
