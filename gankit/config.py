@@ -447,6 +447,10 @@ def validate(cfg: Config) -> Config:
     registry.get("loss", cfg.loss.name)
     _one_of(cfg.loss.d_update, ("joint", "concat", "separate"), "loss.d_update")
     _check(cfg.loss.label_noise >= 0, f"loss.label_noise must be >= 0, got {cfg.loss.label_noise}")
+    targeted = (cfg.loss.real_label, cfg.loss.fake_label, cfg.loss.label_noise) != (1.0, 0.0, 0.0)
+    _check(not targeted or registry.get("loss", cfg.loss.name).uses_targets,
+           f"loss.real_label, loss.fake_label and loss.label_noise are targets of a cross-entropy loss; "
+           f"loss.name = {cfg.loss.name!r} has none, so they would do nothing (use bce or minimax)")
     _check(cfg.loss.gp_weight >= 0 and cfg.loss.r1_gamma >= 0, "loss.gp_weight and loss.r1_gamma must be >= 0")
     _check(cfg.loss.clip_eps == 0 or 0 < cfg.loss.clip_eps < 0.5,
            f"loss.clip_eps must be 0 (off) or in (0, 0.5), got {cfg.loss.clip_eps}")

@@ -147,13 +147,14 @@ def top_k(fake_logits: Tensor, fraction: float) -> Tensor:
     return fake_logits if k >= n else fake_logits.topk(k, dim=0, sorted=False).values
 
 
-def d_targets(n: int, *, label: float, noise: float, generator: torch.Generator | None = None,
+def d_targets(n: int, *, label: float, default: float, noise: float, generator: torch.Generator | None = None,
               device: torch.device | str = "cpu") -> Tensor | None:
     """D's targets for ``n`` samples: ``label`` plus ``noise`` x U[0, 1) (seed 004's noisy labels).
 
-    None when they are the plain 0/1 targets, so the loss takes its fast path.
+    None when they are the loss's own target for that side (``default``: 1 for real, 0 for fake), so
+    the loss takes its fast path; any other label, 0 for real images included, is passed on.
     """
     if noise == 0.0:
-        return None if label in (0.0, 1.0) else torch.full((n,), label, device=device)
+        return None if label == default else torch.full((n,), label, device=device)
     u = torch.rand(n, generator=generator, device="cpu").to(device)
     return label + noise * u

@@ -33,14 +33,17 @@ def grouped(grad: Tensor, logits: Tensor) -> Tensor:
 
 
 def gradient_penalty(D: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, *, center: float = 1.0,
-                     generator: torch.Generator | None = None) -> Tensor:
+                     generator: torch.Generator | None = None, pack: int = 1) -> Tensor:
     """WGAN-GP (Gulrajani et al. 2017): mean over samples of (||grad_x D(x)||_2 - center)^2 at
     x = eps * real + (1 - eps) * fake, with one eps ~ U[0, 1) per sample.
 
-    ``real`` and ``fake`` are ``[N, C, H, W]``; ``generator`` (CPU) draws eps reproducibly.
+    ``real`` and ``fake`` are ``[N, C, H, W]``; ``generator`` (CPU) draws eps reproducibly. With a
+    packed D (``pack`` consecutive images are one sample) each group shares its eps, so the point lies
+    on the line between a real and a fake sample, as the definition asks.
     """
     n = real.shape[0]
-    eps = torch.rand(n, *([1] * (real.dim() - 1)), generator=generator).to(real.device, real.dtype)  # [N, 1, 1, 1]
+    eps = torch.rand(n // pack, *([1] * (real.dim() - 1)), generator=generator)
+    eps = eps.repeat_interleave(pack, dim=0).to(real.device, real.dtype)  # [N, 1, 1, 1]
     x = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
     logits = D(x)
     norms = grouped(per_sample_grad(logits, x), logits).norm(2, dim=1)  # one norm per sample (or group)

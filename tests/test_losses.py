@@ -45,10 +45,21 @@ def test_every_objective_pushes_the_right_way(name):
 
 
 def test_targets():
-    assert d_targets(3, label=1.0, noise=0.0) is None
-    assert torch.equal(d_targets(2, label=0.9, noise=0.0), torch.full((2,), 0.9))
-    t = d_targets(1000, label=0.0, noise=0.05, generator=torch.Generator().manual_seed(0))
+    assert d_targets(3, label=1.0, default=1.0, noise=0.0) is None
+    assert torch.equal(d_targets(2, label=0.9, default=1.0, noise=0.0), torch.full((2,), 0.9))
+    t = d_targets(1000, label=0.0, default=0.0, noise=0.05, generator=torch.Generator().manual_seed(0))
     assert 0 <= t.min() and t.max() < 0.05 and 0.02 < t.mean() < 0.03
+    # swapped labels are passed on, not mistaken for the loss's own 0/1 targets
+    assert torch.equal(d_targets(2, label=0.0, default=1.0, noise=0.0), torch.zeros(2))
+    assert torch.equal(d_targets(2, label=1.0, default=0.0, noise=0.0), torch.ones(2))
+
+
+def test_target_settings_need_a_loss_that_has_targets():
+    from gankit.errors import GankitError
+
+    with pytest.raises(GankitError, match="would do nothing"):
+        C.build("seed001-dcgan-mnist", overrides=["loss.name='hinge'", "loss.real_label=0.9"])
+    C.build("seed001-dcgan-mnist", overrides=["loss.name='bce'", "loss.real_label=0.9"])
 
 
 def test_keras_clipping_bounds_the_loss_for_targets_above_one():

@@ -59,8 +59,9 @@ def test_penalties_take_one_norm_per_group_of_a_packed_critic():
     r1 = r1_penalty(packed(real), real)
     assert r1.item() == pytest.approx(real.detach().pow(2).sum().item() / 3, rel=1e-5)  # mean over 3 groups
     fake = torch.randn(6, 1, 3, 3)
-    gp = gradient_penalty(packed, real, fake, generator=torch.Generator().manual_seed(3))
-    eps = torch.rand(6, 1, 1, 1, generator=torch.Generator().manual_seed(3))
+    gp = gradient_penalty(packed, real, fake, generator=torch.Generator().manual_seed(3), pack=pack)
+    # one eps per group: each interpolate lies on the line between a real group and a fake group
+    eps = torch.rand(3, 1, 1, 1, generator=torch.Generator().manual_seed(3)).repeat_interleave(pack, dim=0)
     x_hat = eps * real.detach() + (1 - eps) * fake
     expected = (x_hat.reshape(3, -1).norm(dim=1) - 1).pow(2).mean()
     assert gp.item() == pytest.approx(expected.item(), rel=1e-5)

@@ -234,6 +234,14 @@ def test_packed_discriminator_trains_and_resumes_exactly(tmp_path):
     assert all(torch.isfinite(torch.tensor(s["d_loss"])) for s in stats) and "r1" in stats[-1]
 
 
+@pytest.mark.parametrize("targets", ["loss.real_label=0.9", "loss.label_noise=0.05"])
+def test_packed_discriminator_takes_smoothed_or_noisy_targets(targets, tmp_path):
+    """One target per logit: a packed D gives one logit per group (targets for every image did not fit)."""
+    cfg = _cfg("mnist-best", extra=[*UNCLUSTERED, "model.pack=2", "model.g.width=8", "model.d.width=8",
+                                    "loss.name='bce'", targets], steps=2)
+    assert train(cfg, tmp_path / "run", progress=False).step == 2
+
+
 def test_learning_rate_changed_at_resume_takes_effect(tmp_path):
     """`gankit train --resume RUN --set optim.g.lr=...` (fine-tuning at a lower rate) must not be undone by
     the learning rate stored in the optimizer's saved state."""

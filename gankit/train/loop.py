@@ -261,7 +261,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         """WGAN-GP and (lazy) R1 terms for D's loss; R1 reuses the forward pass of ``real_logits``."""
         total: torch.Tensor | float = 0.0
         if cfg.loss.gp_weight:
-            gp = gradient_penalty(lambda x: D_aug(x, y), real, fake, generator=aug_gen)
+            gp = gradient_penalty(lambda x: D_aug(x, y), real, fake, generator=aug_gen, pack=cfg.model.pack)
             total = total + cfg.loss.gp_weight * gp
             logs["gp"] = gp.detach()
         if r1_now:
@@ -373,11 +373,12 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
                 if t.fakes_for_d != "train":
                     G.train()
         t_real = t_fake = None
-        if objective.uses_targets:
-            t_real = dist.shared_draw(d_targets, n, label=cfg.loss.real_label, noise=cfg.loss.label_noise,
-                                      device=device, gen=shared)
-            t_fake = dist.shared_draw(d_targets, n, label=cfg.loss.fake_label, noise=cfg.loss.label_noise,
-                                      device=device, gen=shared)
+        if objective.uses_targets:  # one target per logit: a packed D judges groups of model.pack images
+            n_logits = n // cfg.model.pack
+            t_real = dist.shared_draw(d_targets, n_logits, label=cfg.loss.real_label, default=1.0,
+                                      noise=cfg.loss.label_noise, device=device, gen=shared)
+            t_fake = dist.shared_draw(d_targets, n_logits, label=cfg.loss.fake_label, default=0.0,
+                                      noise=cfg.loss.label_noise, device=device, gen=shared)
         r1_now = cfg.loss.r1_gamma > 0 and opt_d.iterations % cfg.loss.r1_every == 0
         if r1_now:  # R1 differentiates D's real logits with respect to the real images
             real = real.detach().requires_grad_(True)
