@@ -1,7 +1,7 @@
 """Config variants of one preset, compared at equal training steps (a tuning aid).
 
     GANKIT_DATA=../shared/data .venv/bin/python benchmarks/sweep.py --preset mnist-best --steps 1500 \\
-        --eval-at 500,1000,1500 --variant base: --variant w32:model.g.width=32;model.d.width=32
+        --eval-at 500,1000,1500 --variant base: --variant "w64:model.g.width=64;model.d.width=64"
 
 Each ``--variant NAME:OVERRIDE;OVERRIDE...`` trains the preset with those overrides for ``--steps``
 steps, keeping a checkpoint at every ``--eval-at`` step, and evaluates each of those checkpoints

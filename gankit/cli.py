@@ -37,6 +37,9 @@ class _Group(click.Group):
             click.echo("interrupted", err=True)
             sys.exit(130)
         except OSError as exc:  # a full disk, a folder that cannot be written: the user's to fix, not a bug
+            if exc.errno == errno.EPIPE:  # `gankit presets | head`: the reader left; nothing to report
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                sys.exit(141)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 click.echo(f"error: the disk is full (writing {exc.filename or 'a file'}); free some space. A "
                            "run's checkpoints are written whole or not at all: `gankit train --resume RUN` "

@@ -57,10 +57,11 @@ def render(lg: LoadedGenerator, z: torch.Tensor, labels: torch.Tensor | None, *,
     return torch.cat(out)
 
 
-def _need_conditional(lg: LoadedGenerator, what: str) -> None:
+def _need_conditional(lg: LoadedGenerator, what: str, *, latent_hint: bool = True) -> None:
     if not lg.cfg.model.conditional:
+        hint = ", or `gankit interpolate --latent` for any generator" if latent_hint else ""
         raise GankitError(f"{what} feeds class labels to the generator: this run's generator is not conditional "
-                          "(try a conditional preset such as seed003-cgan-mnist, or --latent for any generator)")
+                          f"(try a conditional preset such as seed003-cgan-mnist{hint})")
 
 
 def _row_noise(lg: LoadedGenerator, rows: int, seed: int, factor: float = 1.0) -> torch.Tensor:
@@ -148,7 +149,7 @@ def write_table(images: torch.Tensor, out: str | Path, *, fps: float = 10.0) -> 
 
 def digit_classes(lg: LoadedGenerator) -> list[int]:
     """Class index of each digit 0-9 (the clock needs a generator conditioned on digits)."""
-    _need_conditional(lg, "the clock")
+    _need_conditional(lg, "the clock", latent_hint=False)
     names = list(lg.info.class_names)
     missing = [str(d) for d in range(10) if str(d) not in names]
     if missing:

@@ -89,7 +89,8 @@ def plot_curves(stats: list[dict[str, Any]], *, title: str = "") -> bytes:
             if not np.isfinite(vals).any():
                 continue
             ax.plot(steps, vals, color=colours[k], alpha=0.3, linewidth=0.8)
-            ax.plot(steps, smooth(vals), color=colours[k], linewidth=2, label=f"{names[k]} (smoothed)")
+            ax.plot(steps, smooth(vals), color=colours[k], linewidth=2, label=f"{names[k]} (smoothed)",
+                    marker="o" if len(vals) < 3 else None)  # one or two logged steps: no line to see
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="best", fontsize=8)
