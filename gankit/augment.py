@@ -85,7 +85,8 @@ def parse_policy(policy: str) -> tuple[str, ...]:
 
 
 def diff_augment(x: Tensor, policy: tuple[str, ...], gen: torch.Generator) -> Tensor:
-    """Apply the policy's transforms in its order (``[N, C, H, W]`` in and out)."""
+    """Apply the policy's transforms in its order (``[N, C, H, W]`` in and out). DiffAugment's reference
+    order is ``color,translation,cutout`` (its zero fills then stay 0); see the README on ``ships-best``."""
     for name in policy:
         x = get("augment", name)(x, gen)
     return x
