@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from gankit.data.files import atomic_write_bytes
-from gankit.errors import GankitError
+from gankit.errors import GankitError, first_line
 from gankit.viz.judge import _font
 
 _STEP = re.compile(r"step-(\d+)\.png$")
@@ -118,8 +118,7 @@ def write_mp4(path: str | Path, frames: Sequence[Image.Image], *, fps: float) ->
     except BaseException as exc:  # an interrupt or a failed encoder leaves no half-written video behind
         tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError | RuntimeError):
-            raise GankitError(f"could not encode {path} with ffmpeg: {str(exc).splitlines()[0] if str(exc) else exc!r}"
-                              ) from None
+            raise GankitError(f"could not encode {path} with ffmpeg: {first_line(exc)}") from None
         raise
     return path
 
