@@ -184,3 +184,19 @@ def test_sixteen_bit_grey_in_any_byte_order_loads_as_grey(tmp_path):
 def test_folder_paths_that_name_nothing_are_clear_errors(spec):
     with pytest.raises(GankitError, match="folder"):
         load_dataset(spec)
+
+
+def test_a_file_that_fails_only_when_decoded_costs_itself_not_the_labels(tmp_path):
+    """Its header reads (so the first pass keeps it) but its pixels do not: the others keep their classes."""
+    root = tmp_path / "pics"
+    for cls, colour in (("a", 0), ("b", 255)):
+        (root / cls).mkdir(parents=True)
+        (root / cls / "1.png").write_bytes(_png(colour, size=(8, 8), mode="L"))
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8))
+    buf = io.BytesIO()
+    noise.save(buf, format="PNG")
+    (root / "a" / "0cut.png").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])  # sorts first in "a"
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable file\(s\): a/0cut.png"):
+        ds = load_dataset(f"folder:{root}")
+    assert ds.info.class_names == ("a", "b") and ds.labels.tolist() == [0, 1]
+    assert ds.images[0].max() == 0 and ds.images[1].min() == 255

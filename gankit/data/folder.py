@@ -143,6 +143,7 @@ def load_folder(path: str | Path, *, resolution: int | None = None, channels: in
                 skipped.append(f"{name} ({type(exc).__name__})")
                 continue
             blobs.append((name, blob))
+
     def geometry(heads: list[tuple[int, int, str]]) -> tuple[int, int]:
         """(resolution, channels): as given, else from the images' sizes and modes."""
         ch = channels if channels is not None else (
@@ -191,6 +192,7 @@ def load_folder(path: str | Path, *, resolution: int | None = None, channels: in
         if 0 < len(ok) < len(blobs):
             # a file that failed to decode must not decide the size or colour of the rest: again without it
             blobs, heads = [blobs[i] for i in ok], [heads[i] for i in ok]
+            ok = list(range(len(blobs)))  # (indices into the list without it)
             if geometry(heads) != shape:
                 shape = geometry(heads)
                 arrays, ok = decode(blobs, *shape)  # (these all decoded once: no new entries in skipped)
