@@ -165,6 +165,9 @@ class TrainConfig:
     # G's update reuses the fakes (noise and labels) of the D update just before it, as the PyTorch DCGAN
     # example does, instead of drawing new ones: one forward pass of G fewer a step
     reuse_fakes: bool = False
+    # a conditional G's labels in its update: random (uniform over the classes), or batch (the step's real
+    # batch's labels, as seed 003 feeds y: batch[1] to both nets)
+    g_labels: str = "random"
     abort_weight_above: float | None = None  # stop when any weight's magnitude exceeds this (seed 003)
     # Divergence (a NaN/inf loss or weight, a loss above loss_explosion_above, a weight above
     # abort_weight_above): roll back to the last good checkpoint, multiply both learning rates by
@@ -518,6 +521,10 @@ def validate(cfg: Config) -> Config:
            "train.reuse_fakes needs train.fakes_for_d = 'train' (G's update needs fakes made in training mode)")
     _check(not (t.reuse_fakes and t.g_batch_size not in (None, d.batch_size)),
            "train.reuse_fakes needs G's batch to be D's: leave train.g_batch_size unset")
+    _one_of(t.g_labels, ("random", "batch"), "train.g_labels")
+    _check(t.g_labels == "random" or (m.conditional and t.g_batch_size in (None, d.batch_size)),
+           "train.g_labels = 'batch' gives G the real batch's labels: it needs model.conditional = true and "
+           "train.g_batch_size unset")
     _check(t.abort_weight_above is None or t.abort_weight_above > 0, "train.abort_weight_above must be positive")
     _check(t.divergence_retries >= 0, f"train.divergence_retries must be >= 0, got {t.divergence_retries}")
     _check(0 < t.divergence_lr_factor < 1,

@@ -360,3 +360,28 @@ def test_joint_update_in_one_pass_equals_two_passes(tmp_path, monkeypatch):
 
     assert batch_independent(D_of("mnist-best")) and batch_independent(D_of("seed003-cgan-mnist"))
     assert not batch_independent(D_of("mnist-best", "model.d.bn=true"))  # batch norm in D
+
+
+@pytest.mark.parametrize("g_labels", ["batch", "random"])
+def test_g_labels_batch_feeds_gs_update_the_real_batchs_classes(g_labels, tmp_path):
+    """Seed 003 feeds y: batch[1] to G's step too; the default draws G's classes at random."""
+    from gankit.train import loop
+
+    seen: list[tuple[bool, torch.Tensor]] = []  # (grad enabled: G's own update, labels)
+    real_init = loop.make_nets
+
+    def recording(cfg, info):
+        G, D = real_init(cfg, info)
+        G.register_forward_pre_hook(lambda m, args: seen.append((torch.is_grad_enabled(), args[1].clone())))
+        return G, D
+
+    cfg = _cfg("seed003-cgan-mnist", extra=[f"train.g_labels='{g_labels}'"], steps=3)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(loop, "make_nets", recording)
+        train(cfg, tmp_path / "run", progress=False)
+    batch = [(grad, y) for grad, y in seen if len(y) == cfg.data.batch_size]  # not the sample grid or probes
+    # each step runs G's update (grad on) next to D's update, whose fakes take the real batch's classes
+    same = [any(torch.equal(y, batch[j][1]) for j in (i - 1, i + 1) if 0 <= j < len(batch) and not batch[j][0])
+            for i, (grad, y) in enumerate(batch) if grad]
+    assert len(same) >= 2  # (pause-the-winner may pause G in a step)
+    assert all(same) if g_labels == "batch" else not any(same)

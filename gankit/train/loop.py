@@ -431,7 +431,10 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         if reused is not None:  # train.reuse_fakes: the D update's fakes, labelled with the real batch's classes
             fake, y = reused
         else:
-            y = dist.shared_draw(sample_labels, g_batch, ncls, device=device, gen=shared) if conditional else None
+            if conditional and t.g_labels == "batch":  # the step's real batch's classes (seed 003)
+                y = real_batch()[1]
+            else:
+                y = dist.shared_draw(sample_labels, g_batch, ncls, device=device, gen=shared) if conditional else None
             z = noise(g_batch)
             if clusters:
                 y = G.labels_for(z)  # G's clusters, drawn from its noise in proportion to their sizes
@@ -540,7 +543,8 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
                 # ---- train D ----
                 if phase == "d":
                     for i in range(plan.d_steps):
-                        current.clear()
+                        if i:  # each further critic step its own batch; the first keeps the step's batch,
+                            current.clear()  # which G's update may have drawn first (train.g_labels = 'batch')
                         # train.reuse_fakes: the last D update before G's keeps its fakes' graph for G
                         d_update(logs, for_g=t.reuse_fakes and i == plan.d_steps - 1 and plan.g_steps > 0
                                  and not plan.g_first)
