@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gankit.errors import GankitError
+from gankit.errors import GankitError, first_line
 
 TIMEOUT_ENV = "GANKIT_DIST_TIMEOUT"  # seconds a collective waits for the other ranks (default 600)
 FAIL_ENV = "GANKIT_DIST_FAIL"  # test hook: "RANK:STEP" makes that rank raise at that step
@@ -137,7 +137,7 @@ def session(device_name: str = "auto") -> Iterator[None]:
         # instead of the error below, so the CLI leaves with os._exit once it has printed it
         global _BROKEN
         _BROKEN = True
-        raise GankitError(f"rank {rank()} of {world()}: lost contact with the other ranks ({_first_line(exc)}); "
+        raise GankitError(f"rank {rank()} of {world()}: lost contact with the other ranks ({first_line(exc)}); "
                           "another rank probably failed: see its error above") from None
     finally:
         shutdown()
@@ -152,15 +152,12 @@ def _from_collective(exc: BaseException) -> bool:
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     where = tb.tb_frame.f_code.co_filename.replace(os.sep, "/") if tb else ""
-    if "/torch/distributed/" in where or "/torch/nn/parallel/" in where:
+    if "/torch/distributed/" in where:
         return True
+    if "/torch/nn/parallel/" in where:  # DDP: its collectives, but not its complaints about how it is used
+        return "find_unused_parameters" not in str(exc)
     # DDP's gradient all-reduce runs inside backward(), whose error surfaces from autograd
     return any(word in str(exc) for word in ("gloo", "NCCL", "ProcessGroup", "Connection closed by peer"))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
 
 
 def barrier() -> None:
@@ -248,14 +245,16 @@ def set_rng_state(state: torch.Tensor, gen: torch.Generator | None, *, seed: int
 
 # ---- nets --------------------------------------------------------------------------------------------------------
 
-def wrap(net: nn.Module, device: torch.device, *, sync_batchnorm: bool = False) -> nn.Module:
+def wrap(net: nn.Module, device: torch.device, *, sync_batchnorm: bool = False,
+         find_unused: bool = False) -> nn.Module:
     """``net`` in DistributedDataParallel for the training updates (``net`` itself in one process).
 
     Keep using the bare ``net`` for everything that runs on one rank or needs no gradient sync
     (sample grids, probes, evaluation, state dicts, and D inside G's step, where D's gradients
     are not wanted): a DDP forward would wait for the other ranks. Buffers (batch norm's running
     statistics) are broadcast from rank 0 at every DDP forward; ``sync_batchnorm`` instead computes
-    batch statistics over the global batch (needs CUDA).
+    batch statistics over the global batch (needs CUDA). ``find_unused``: some forward passes leave
+    parameters out (an AC-GAN class head that a pass does not read), which DDP must be told.
     """
     if not active():
         return net
@@ -266,7 +265,7 @@ def wrap(net: nn.Module, device: torch.device, *, sync_batchnorm: bool = False) 
     if not any(p.requires_grad for p in net.parameters()):
         return net
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(net, device_ids=ids)
+    return nn.parallel.DistributedDataParallel(net, device_ids=ids, find_unused_parameters=find_unused)
 
 
 # ---- agreeing on values --------------------------------------------------------------------------------------------

@@ -199,7 +199,10 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     fast.prepare(G)
     fast.prepare(D)
     G_ddp = dist.wrap(G, device, sync_batchnorm=t.sync_batchnorm)  # ddp: for the updates; G and D stay the bare nets
-    D_ddp = dist.wrap(D, device, sync_batchnorm=t.sync_batchnorm)
+    # an AC-GAN class head is left out of D's fake pass under d_update = separate, and out of every pass
+    # with class_weight = 0
+    unused_head = has_classifier(D) and (cfg.loss.d_update == "separate" or cfg.loss.class_weight == 0)
+    D_ddp = dist.wrap(D, device, sync_batchnorm=t.sync_batchnorm, find_unused=unused_head)
     # forward calls, maybe through torch.compile: the bare nets (fakes for D, D inside G's step) and the
     # DDP-wrapped ones for each net's own update (the same modules in one process)
     G_fwd, D_fwd = fast.compiled(G), fast.compiled(D)
@@ -539,6 +542,8 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
             plan = schedule.plan(step)
             logs: dict[str, torch.Tensor] = {}
             current.clear()
+            if dist.active():  # ddp: each rank's own random numbers (dropout) from the step, so a resume is exact
+                dist.seed_local(t.seed, step)
             for phase in ("g", "d") if plan.g_first else ("d", "g"):
                 # ---- train D ----
                 if phase == "d":
