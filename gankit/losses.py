@@ -110,6 +110,22 @@ def g_lsgan(fake_logits: Tensor) -> Tensor:
 register("loss", "lsgan")(Objective(d_lsgan_real, d_lsgan_fake, g_lsgan))
 
 
+def clip_bound(eps: float) -> float:
+    """The logit where Keras' probability clipping to [eps, 1 - eps] starts: log((1 - eps) / eps)."""
+    if not 0.0 < eps < 0.5:
+        raise ValueError(f"the clipping epsilon must be in (0, 0.5), got {eps}")
+    return math.log((1.0 - eps) / eps)
+
+
+def clipped_share(logits: Tensor, eps: float) -> Tensor:
+    """The share of ``logits`` beyond :func:`keras_clipped`'s bound, where they get no gradient.
+
+    When every logit D gives, on real and fake images, is beyond it, neither net gets a gradient and
+    the weights stop changing for good (seed 001's recipe can end there); the loop warns when it sees that.
+    """
+    return (logits.detach().abs() > clip_bound(eps)).float().mean()
+
+
 def keras_clipped(objective: Objective, eps: float) -> Objective:
     """``objective`` on logits clamped to +-log((1 - eps) / eps), with zero gradient beyond.
 
@@ -119,9 +135,7 @@ def keras_clipped(objective: Objective, eps: float) -> Objective:
     noisy targets above 1 it is what keeps the loss bounded (the pure logit form rewards D without
     limit for ever larger logits on real images, and they run away to the hundreds).
     """
-    if not 0.0 < eps < 0.5:
-        raise ValueError(f"the clipping epsilon must be in (0, 0.5), got {eps}")
-    bound = math.log((1.0 - eps) / eps)
+    bound = clip_bound(eps)
 
     def c(logits: Tensor) -> Tensor:
         return logits.clamp(-bound, bound)

@@ -5,7 +5,7 @@ import torch
 
 from gankit import config as C
 from gankit import losses, registry
-from gankit.losses import d_targets, keras_clipped, top_k, topk_fraction
+from gankit.losses import clip_bound, clipped_share, d_targets, keras_clipped, top_k, topk_fraction
 
 
 def test_bce_matches_hand_computed():
@@ -81,6 +81,9 @@ def test_keras_clipping_bounds_the_loss_for_targets_above_one():
     assert torch.allclose(clipped.d_fake(y), bce.d_fake(y)) and torch.allclose(clipped.g(y), bce.g(y))
     with pytest.raises(ValueError, match="epsilon"):
         keras_clipped(bce, 0.0)
+    # the share that got no gradient: the three beyond +-16.118, not the one at 5
+    assert clipped_share(torch.tensor([20.0, 100.0, 5.0, -16.2]), 1e-7).item() == 0.75
+    assert clip_bound(1e-7) == pytest.approx(bound)
 
 
 def test_top_k_keeps_the_fakes_d_rates_most_real_and_only_they_get_gradients():

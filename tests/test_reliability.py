@@ -109,6 +109,47 @@ def test_loss_explosion_threshold(tmp_path):
         train(cfg, tmp_path / "run", progress=False)
 
 
+def _stuck_warnings(monkeypatch, tmp_path, *, bias: float | None) -> tuple[list[str], list[dict]]:
+    """Train with Keras' clipping, D's output bias set to ``bias`` first (None: as built); the stuck warnings
+    and the logged records."""
+    import gankit.train.loop as loop
+
+    build = loop.make_nets
+
+    def nets(cfg, info):
+        G, D = build(cfg, info)
+        if bias is not None:  # every logit near ``bias``: beyond the clip's +-16.1 when |bias| is large
+            [*_, last] = (m for m in D.modules() if isinstance(m, torch.nn.Linear))
+            torch.nn.init.constant_(last.bias, bias)
+            torch.nn.init.zeros_(last.weight)
+        return G, D
+
+    monkeypatch.setattr(loop, "make_nets", nets)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train(_cfg(extra=["loss.clip_eps=1e-7"]), tmp_path / "run", progress=False)
+    stuck = [str(w.message) for w in caught if "passes no gradient" in str(w.message)]
+    return stuck, [r for r in read_stats(result.run, "train")]
+
+
+def test_a_run_stuck_beyond_the_keras_clip_is_told_once(monkeypatch, tmp_path):
+    """Every logit beyond the clip: no gradient for either net, and nothing changes (seed 001's dead end)."""
+    stuck, records = _stuck_warnings(monkeypatch, tmp_path / "dead", bias=-100.0)
+    assert len(stuck) == 1 and stuck[0].startswith("step 2: every logit D gave")
+    assert "train.seed" in stuck[0] and "loss.clip_eps=0" in stuck[0]
+    assert all(r["d_clipped"] == 1.0 and r["g_clipped"] == 1.0 for r in records)
+    # D's output bias did not move: the clip passed no gradient
+    weights, _ = load_checkpoint(latest_good_checkpoint(RunDir(tmp_path / "dead" / "run")))
+    [bias] = [v for k, v in weights.items() if k.startswith("D.") and k.endswith(".bias") and v.numel() == 1]
+    assert bias.item() == -100.0
+
+
+def test_a_learning_run_with_the_keras_clip_is_not_told(monkeypatch, tmp_path):
+    stuck, records = _stuck_warnings(monkeypatch, tmp_path, bias=None)
+    assert stuck == []
+    assert all(0.0 <= r["d_clipped"] < 1.0 for r in records)
+
+
 @pytest.mark.parametrize("override, message", [
     ("train.divergence_retries=-1", "divergence_retries must be >= 0"),
     ("train.divergence_lr_factor=1.5", r"divergence_lr_factor must be in \(0, 1\)"),

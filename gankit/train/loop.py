@@ -21,7 +21,7 @@ from gankit.config import Config, dumps
 from gankit.data import BatchSampler, to_float, to_uint8
 from gankit.data.files import atomic_write_bytes
 from gankit.errors import GankitError, first_line
-from gankit.losses import Objective, d_targets, keras_clipped, top_k, topk_fraction
+from gankit.losses import Objective, clip_bound, clipped_share, d_targets, keras_clipped, top_k, topk_fraction
 from gankit.nets.conditional import has_classifier
 from gankit.optim import Optim
 from gankit.penalties import gradient_penalty, r1_penalty
@@ -426,6 +426,9 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         logs.update(d_loss=0.5 * (loss_real.detach() + loss_fake.detach()), d_loss_real=loss_real.detach(),
                     d_loss_fake=loss_fake.detach(), d_acc_real=acc_real, d_acc_fake=acc_fake,
                     d_acc=0.5 * (acc_real + acc_fake))
+        if cfg.loss.clip_eps:  # Keras' clipping: the share of D's logits that got no gradient
+            logs["d_clipped"] = clipped_share(torch.cat([real_logits.flatten(), fake_logits.flatten()]),
+                                              cfg.loss.clip_eps)
 
     def g_update(logs: dict[str, torch.Tensor]) -> None:
         for p in d_params:  # G's step must not touch D's weights (ddp: bare D, so none of its grads sync)
@@ -459,6 +462,8 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         for p in d_params:
             p.requires_grad_(True)
         logs.update(g_loss=loss_g.detach(), g_acc=(fake_logits.detach() > 0).float().mean())
+        if cfg.loss.clip_eps:
+            logs["g_clipped"] = clipped_share(g_logits, cfg.loss.clip_eps)
 
     probe = _Probe(G=G, D=D, objective=objective, make_noise=noise, last_real=real_batch,
                    val=(val_real, val_real_y, val_z, val_fake_y))
@@ -537,6 +542,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     tick = time.perf_counter()
     started = time.perf_counter()
     stopped_by: str | None = None
+    warned_stuck = False  # loss.clip_eps: told once that every logit is beyond the clip (until that ends)
     with _StopSignals() as signals:
         while step < t.steps:
             plan = schedule.plan(step)
@@ -593,6 +599,16 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
                                        "lr_g": opt_g.lr, "lr_d": opt_d.lr})
                 bar.set_postfix({k: f"{last[k]:.3f}" for k in ("d_loss", "g_loss", "d_acc_real", "d_acc_fake")
                                  if k in last})
+                stuck = last.get("d_clipped") == 1.0 and last.get("g_clipped", 1.0) == 1.0
+                if stuck and not warned_stuck and dist.is_main():
+                    msg = (f"step {step}: every logit D gave since the last log was beyond "
+                           f"+-{clip_bound(cfg.loss.clip_eps):.1f}, where Keras' clipped cross-entropy "
+                           f"(loss.clip_eps = {cfg.loss.clip_eps:g}) passes no gradient: neither net is learning, "
+                           "so nothing pulls the logits back and the run stays stuck. Stop it, and train again "
+                           "with another train.seed, or with --set loss.clip_eps=0 (the logit form, which has no "
+                           "such state)")
+                    warnings.warn(msg, stacklevel=2) if not progress else bar.write(msg)
+                warned_stuck = stuck
             if evaluate is not None and (step % t.eval_every == 0 or step == t.steps):
                 key, value = evaluate(ema.model if ema is not None else G)  # G_ema when the run has one
                 if dist.is_main():
