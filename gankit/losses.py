@@ -120,8 +120,8 @@ def clip_bound(eps: float) -> float:
 def clipped_share(logits: Tensor, eps: float) -> Tensor:
     """The share of ``logits`` beyond :func:`keras_clipped`'s bound, where they get no gradient.
 
-    When every logit D gives, on real and fake images, is beyond it, neither net gets a gradient and
-    the weights stop changing for good (seed 001's recipe can end there); the loop warns when it sees that.
+    When every logit D gives, on real and fake images, is beyond it, neither net gets a gradient, so
+    nothing brings the logits back (seed 001's recipe can end there); the loop warns when it sees that.
     """
     return (logits.detach().abs() > clip_bound(eps)).float().mean()
 
