@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# GPU check (one CUDA GPU, under 8 minutes): training images/s of the presets on the GPU with the fast
+# GPU check (one CUDA GPU, under 8 minutes): first the GPU tests (tests/test_cuda.py: every preset trains
+# and samples on CUDA, resume, CUDA graphs), then training images/s of the presets on the GPU with the fast
 # path (bf16 autocast, data resident on the GPU, channels_last) at a large batch, and the achieved
 # fraction of the GPU's measured bf16 matrix rate. Run from the repository root:
 #   GANKIT_DATA=../shared/data bash benchmarks/gpu_check.sh
-# Writes gpu_check.json and gpu_check_compiled.json to $OUT when that is set (the device tool's folder of
+# Writes pytest_cuda.log, gpu_check.json and gpu_check_compiled.json to $OUT when that is set (the device tool's folder of
 # files that come back), else to benchmarks/out/. torch.compile(mode="reduce-overhead") (CUDA graphs) for
 # the small, launch-bound nets is measured as a second table for three 28x28 presets.
 #
@@ -32,16 +33,21 @@ fi
 export GANKIT_DATA=${GANKIT_DATA:-../shared/data} PYTHONUNBUFFERED=1
 DEVICE=${DEVICE:-cuda}
 BATCH=${BATCH:-1024}
-SECONDS_EACH=${SECONDS_EACH:-8}
+SECONDS_EACH=${SECONDS_EACH:-5}
 DEST=${OUT:-benchmarks/out}
 mkdir -p "$DEST"
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 "$PY" -c "import torch; print('torch', torch.__version__, '| cuda', torch.cuda.is_available())"
-common=(--gankit-only --reps 1 --seconds "$SECONDS_EACH" --sample-n 200 --set "train.device='$DEVICE'"
+if [ "$DEVICE" = cuda ]; then  # a failing test is reported; the tables still run
+  timeout 150 "$PY" -m pytest tests/test_cuda.py -q -rA -p no:cacheprovider --durations=5 2>&1 \
+    | tee "$DEST/pytest_cuda.log" || echo "GPU tests: failures above (exit ${PIPESTATUS[0]})"
+fi
+common=(--gankit-only --keep-going --reps 1 --seconds "$SECONDS_EACH" --sample-n 200 --set "train.device='$DEVICE'"
         --set "data.batch_size=$BATCH" --set "train.g_batch_size=$BATCH")
 # mnist-best is the small 28x28 DCGAN the 50,000 images/s goal is about; seed 004 is the largest step
-timeout 240 "$PY" benchmarks/throughput.py "${common[@]}" --out "$DEST/gpu_check.json" \
-  mnist-best seed002-mlp-mnist seed001-dcgan-mnist seed000-dcgan-letters seed004-dcgan-ships
+timeout 200 "$PY" benchmarks/throughput.py "${common[@]}" --out "$DEST/gpu_check.json" \
+  mnist-best seed002-mlp-mnist seed001-dcgan-mnist seed000-dcgan-letters seed004-dcgan-ships \
+  || echo "first table cut short (exit $?): its JSON holds the presets measured"
 [ "$DEVICE" = cuda ] || exit 0  # CUDA graphs need CUDA; the smoke test stops here
-timeout 220 "$PY" benchmarks/throughput.py "${common[@]}" --set "train.compile='reduce-overhead'" \
+timeout 170 "$PY" benchmarks/throughput.py "${common[@]}" --set "train.compile='reduce-overhead'" \
   --out "$DEST/gpu_check_compiled.json" mnist-best seed002-mlp-mnist seed001-dcgan-mnist

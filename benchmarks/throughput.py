@@ -37,6 +37,7 @@ import platform
 import statistics
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from gankit import config as C
 from gankit.data import to_float
-from gankit.errors import GankitError
+from gankit.errors import GankitError, first_line
 from gankit.nets.layers import ToImage
 from gankit.run import read_stats
 from gankit.sample import LoadedGenerator, generate
@@ -212,6 +213,8 @@ def main() -> None:
                     help="another gankit arm with these overrides, alternated with the others (repeatable), "
                          "e.g. fp32:train.precision='fp32'")
     ap.add_argument("--out", default="benchmarks/out/throughput.json")
+    ap.add_argument("--keep-going", action="store_true",
+                    help="a preset that fails is reported (its error in the JSON) and the others still run")
     args = ap.parse_args()
     names = args.presets or C.preset_names()
     arms = [parse_variant(a, flag="--also") for a in args.also]
@@ -230,64 +233,81 @@ def main() -> None:
     header = (f"{'preset':<24} {'gankit img/s':>12} {'plain img/s':>12} {'ratio':>6} {'GFLOP/step':>10} "
               f"{'of fp32':>7} {'of bf16':>7} {'sample/s':>9} {'eval/s':>8}")
     print(header)
-    for name in names:
-        probe = preset_config(name, 3, 1, args.overrides)
-        data = load_training_data(probe.data)
-        info = data.info
-        # size the runs from one plain step so each measurement takes about --seconds
-        if cuda:  # the plain loop is CPU-only: size the runs from gankit's own first steps, count FLOPs on
-            # the CPU at batch 8 (FLOPs grow linearly with the batch)
-            one = [statistics.median(gankit_step_seconds(probe, 1))]
-            b, gb = probe.data.batch_size, probe.train.g_batch_size or probe.data.batch_size
-            cpu_sets = [o for o in args.overrides if "train.device" not in o and "batch_size" not in o]
-            small = preset_config(name, 3, 1, [*cpu_sets, "data.batch_size=8", f"train.g_batch_size={8 * gb // b}"])
-            flops = plain_step_seconds(small, data.images, data.labels, info, 1, count_flops=True)[1] * b / 8
-        else:
-            one, flops = plain_step_seconds(probe, data.images, data.labels, info, 1, count_flops=True)
-        steps = max(4, min(400, int(args.seconds / max(one[0], 1e-4))))
-        log_every = max(1, steps // 4)
-        cfg = preset_config(name, log_every * 5, log_every, args.overrides)
-        ours, plain = [], []
-        extra: dict[str, list[float]] = {label: [] for label, _ in arms}
-        arm_cfgs = {label: preset_config(name, log_every * 5, log_every, [*args.overrides, *sets])
-                    for label, sets in arms}
-        per_rep = []  # each repetition's own ratio: neighbours in time share the host's load of the moment
-        for _ in range(args.reps):
-            mine = gankit_step_seconds(cfg, log_every)
-            ours += mine
-            for label, arm_cfg in arm_cfgs.items():
-                extra[label] += gankit_step_seconds(arm_cfg, log_every)
-            if not args.gankit_only:
-                theirs = plain_step_seconds(cfg, data.images, data.labels, info, log_every)[0]
-                plain += theirs
-                per_rep.append(statistics.median(theirs) / statistics.median(mine))
-        b = cfg.data.batch_size
-        t_ours = statistics.median(ours)
-        t_plain = statistics.median(plain) if plain else float("nan")
-        row = {"preset": name, "batch": b, "dataset": cfg.data.dataset, "steps_per_measurement": log_every,
-               "gankit_img_s": b / t_ours, "plain_img_s": b / t_plain, "ratio": t_plain / t_ours,
-               "ratio_per_rep": per_rep,
-               "gankit_step_s": ours, "plain_step_s": plain, "flops_per_step": flops,
-               "fp32_matmul_flops": fp32_rate, "bf16_matmul_flops": bf16_rate,
-               "sample_img_s": float("nan") if cuda else sampling_rate(cfg, info, args.sample_n),
-               "eval_img_s": None if cuda else evaluation_rate(cfg.data.dataset, data.images, 5000)}
-        row["also"] = {label: {"overrides": dict(arms)[label], "img_s": b / statistics.median(ts), "step_s": ts,
-                               "gankit_speedup": statistics.median(ts) / t_ours} for label, ts in extra.items()}
-        achieved = flops / t_ours if flops else float("nan")
-        row["achieved_flops"] = achieved
-        rows.append(row)
-        ev = f"{row['eval_img_s']:8.0f}" if row["eval_img_s"] else f"{'-':>8}"
-        spread = f"  (repetitions {min(per_rep):.2f}-{max(per_rep):.2f})" if per_rep else ""
-        print(f"{name:<24} {row['gankit_img_s']:12.0f} {row['plain_img_s']:12.0f} {row['ratio']:6.2f} "
-              f"{(flops or 0) / 1e9:10.2f} {achieved / fp32_rate:7.0%} {achieved / bf16_rate:7.0%} "
-              f"{row['sample_img_s']:9.0f} {ev}{spread}"
-              + "".join(f"  {label}: {a['img_s']:.0f} img/s (gankit x{a['gankit_speedup']:.2f})"
-                        for label, a in row["also"].items()), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
-                               "amx_bf16": "amx_bf16" in cpu_flags(), "rows": rows}, indent=1))
+
+    def save() -> None:  # after every preset: a run cut short by a time limit keeps what it measured
+        out.write_text(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
+                                   "amx_bf16": "amx_bf16" in cpu_flags(), "device": dev, "rows": rows}, indent=1))
+
+    for name in names:
+        try:
+            rows.append(measure(name, args, arms, cuda, fp32_rate, bf16_rate))
+        except Exception as exc:  # noqa: BLE001 - --keep-going: record any failure and go on
+            if not args.keep_going:
+                raise
+            traceback.print_exc()
+            print(f"{name:<24} FAILED: {type(exc).__name__}: {first_line(exc)}", flush=True)
+            rows.append({"preset": name, "error": f"{type(exc).__name__}: {exc}"})
+        save()
     print(f"wrote {out}")
+
+
+def measure(name: str, args: argparse.Namespace, arms: list[tuple[str, list[str]]], cuda: bool,
+            fp32_rate: float, bf16_rate: float) -> dict[str, Any]:
+    """One preset's row: gankit's (and the plain loop's) training images/s, FLOPs, sampling and evaluation."""
+    probe = preset_config(name, 3, 1, args.overrides)
+    data = load_training_data(probe.data)
+    info = data.info
+    # size the runs from one plain step so each measurement takes about --seconds
+    if cuda:  # the plain loop is CPU-only: size the runs from gankit's own first steps, count FLOPs on
+        # the CPU at batch 8 (FLOPs grow linearly with the batch)
+        one = [statistics.median(gankit_step_seconds(probe, 1))]
+        b, gb = probe.data.batch_size, probe.train.g_batch_size or probe.data.batch_size
+        cpu_sets = [o for o in args.overrides if "train.device" not in o and "batch_size" not in o]
+        small = preset_config(name, 3, 1, [*cpu_sets, "data.batch_size=8", f"train.g_batch_size={8 * gb // b}"])
+        flops = plain_step_seconds(small, data.images, data.labels, info, 1, count_flops=True)[1] * b / 8
+    else:
+        one, flops = plain_step_seconds(probe, data.images, data.labels, info, 1, count_flops=True)
+    steps = max(4, min(400, int(args.seconds / max(one[0], 1e-4))))
+    log_every = max(1, steps // 4)
+    cfg = preset_config(name, log_every * 5, log_every, args.overrides)
+    ours, plain = [], []
+    extra: dict[str, list[float]] = {label: [] for label, _ in arms}
+    arm_cfgs = {label: preset_config(name, log_every * 5, log_every, [*args.overrides, *sets])
+                for label, sets in arms}
+    per_rep = []  # each repetition's own ratio: neighbours in time share the host's load of the moment
+    for _ in range(args.reps):
+        mine = gankit_step_seconds(cfg, log_every)
+        ours += mine
+        for label, arm_cfg in arm_cfgs.items():
+            extra[label] += gankit_step_seconds(arm_cfg, log_every)
+        if not args.gankit_only:
+            theirs = plain_step_seconds(cfg, data.images, data.labels, info, log_every)[0]
+            plain += theirs
+            per_rep.append(statistics.median(theirs) / statistics.median(mine))
+    b = cfg.data.batch_size
+    t_ours = statistics.median(ours)
+    t_plain = statistics.median(plain) if plain else float("nan")
+    row = {"preset": name, "batch": b, "dataset": cfg.data.dataset, "steps_per_measurement": log_every,
+           "gankit_img_s": b / t_ours, "plain_img_s": b / t_plain, "ratio": t_plain / t_ours,
+           "ratio_per_rep": per_rep,
+           "gankit_step_s": ours, "plain_step_s": plain, "flops_per_step": flops,
+           "fp32_matmul_flops": fp32_rate, "bf16_matmul_flops": bf16_rate,
+           "sample_img_s": float("nan") if cuda else sampling_rate(cfg, info, args.sample_n),
+           "eval_img_s": None if cuda else evaluation_rate(cfg.data.dataset, data.images, 5000)}
+    row["also"] = {label: {"overrides": dict(arms)[label], "img_s": b / statistics.median(ts), "step_s": ts,
+                           "gankit_speedup": statistics.median(ts) / t_ours} for label, ts in extra.items()}
+    achieved = flops / t_ours if flops else float("nan")
+    row["achieved_flops"] = achieved
+    ev = f"{row['eval_img_s']:8.0f}" if row["eval_img_s"] else f"{'-':>8}"
+    spread = f"  (repetitions {min(per_rep):.2f}-{max(per_rep):.2f})" if per_rep else ""
+    print(f"{name:<24} {row['gankit_img_s']:12.0f} {row['plain_img_s']:12.0f} {row['ratio']:6.2f} "
+          f"{(flops or 0) / 1e9:10.2f} {achieved / fp32_rate:7.0%} {achieved / bf16_rate:7.0%} "
+          f"{row['sample_img_s']:9.0f} {ev}{spread}"
+          + "".join(f"  {label}: {a['img_s']:.0f} img/s (gankit x{a['gankit_speedup']:.2f})"
+                    for label, a in row["also"].items()), flush=True)
+    return row
 
 
 if __name__ == "__main__":

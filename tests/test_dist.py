@@ -38,7 +38,9 @@ LAUNCH_TIMEOUT = 180  # a hard limit: a hang fails the test instead of stalling 
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **extra)
+    # the checkout first; a PYTHONPATH already set (packages installed to a folder) stays after it
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=path, **extra)
     return env
 
 

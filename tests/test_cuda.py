@@ -1,0 +1,94 @@
+"""The GPU path: every preset trains, checkpoints and samples on CUDA, a GPU checkpoint samples alike on
+the CPU, resume on a GPU, torch.compile's CUDA graphs and torchrun with NCCL.
+
+CI has no GPU, so these skip there; ``benchmarks/gpu_check.sh`` runs them first when a GPU is lent.
+"""
+
+import math
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gankit import config as C
+from gankit.run import RunDir, read_stats
+from gankit.sample import generate, load_generator
+from gankit.train.loop import train
+from tests.conftest import SHARED
+from tests.helpers import tiny_config
+from tests.test_dist import LAUNCH_TIMEOUT, OVERRIDES, ROOT, _assert_same_weights, _env
+from tests.test_dist import _weights as dist_weights
+from tests.test_train import _weights
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+
+CUDA = ["train.device='cuda'"]
+
+
+def _losses(path):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in read_stats(RunDir(path), "train")]
+
+
+@pytest.mark.parametrize("preset", C.preset_names())
+def test_every_preset_trains_and_samples_on_the_gpu(preset, tmp_path):
+    cfg = tiny_config(preset, SHARED, extra=CUDA)
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.step == 6
+    stats = read_stats(result.run, "train")
+    assert [r["step"] for r in stats] == [2, 4, 6]
+    assert all(math.isfinite(r["d_loss"]) and math.isfinite(r["g_loss"]) for r in stats), stats
+    on_gpu = load_generator(result.run.path, device="cuda")
+    assert next(on_gpu.G.parameters()).is_cuda
+    images, _, _ = generate(on_gpu, 16, seed=3)
+    assert images.dtype == torch.uint8 and images.shape[0] == 16
+    # the same checkpoint on the CPU draws the same images, up to rounding (cuDNN may use TF32)
+    on_cpu, _, _ = generate(load_generator(result.run.path, device="cpu"), 16, seed=3)
+    diff = (images.cpu().float() - on_cpu.float()).abs()
+    assert diff.mean() < 2.0, f"GPU and CPU samples differ by {diff.mean():.2f} levels on average"
+
+
+@pytest.mark.parametrize("preset", ["mnist-best", "seed002-mlp-mnist", "seed004-dcgan-ships"])
+def test_resume_on_the_gpu(preset, tmp_path):
+    """Stop after step 4 of 8 and resume on the GPU; the same weights and losses as never stopping.
+
+    Two uninterrupted runs are compared first: where they differ (nondeterministic GPU kernels), resume
+    cannot be bit for bit, and the test says so rather than blaming resume."""
+    cfg = tiny_config(preset, SHARED, steps=8,
+                      extra=[*CUDA, "train.checkpoint_every=4", "train.log_every=2"])
+    train(cfg, tmp_path / "a", progress=False)
+    train(cfg, tmp_path / "a2", progress=False)
+    train(cfg, tmp_path / "b", progress=False)
+    shutil.rmtree(RunDir(tmp_path / "b").checkpoints / "step-00000008")
+    assert train(cfg, tmp_path / "b", resume=True, progress=False).step == 8
+    wa, wa2, wb = (_weights(tmp_path / n) for n in ("a", "a2", "b"))
+    repeatable = all(torch.equal(wa[k], wa2[k]) for k in wa)
+    exact = all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert repeatable, "two uninterrupted GPU runs differ: GPU kernels are not deterministic here"
+    assert exact and _losses(tmp_path / "a") == _losses(tmp_path / "b")
+
+
+def test_cuda_graphs_train_the_mlp(tmp_path):
+    """torch.compile(mode='reduce-overhead') (CUDA graphs) on the fully-connected preset: it trains, and its
+    losses stay near the eager run's."""
+    extra = [*CUDA, "data.batch_size=64", "train.g_batch_size=64", "train.steps=20", "train.log_every=10"]
+    eager = train(tiny_config("seed002-mlp-mnist", SHARED, extra=extra), tmp_path / "eager", progress=False)
+    graphs = train(tiny_config("seed002-mlp-mnist", SHARED, extra=[*extra, "train.compile='reduce-overhead'"]),
+                   tmp_path / "graphs", progress=False)
+    assert graphs.step == eager.step == 20
+    a, b = read_stats(eager.run, "train"), read_stats(graphs.run, "train")
+    for ra, rb in zip(a, b):
+        assert abs(ra["d_loss"] - rb["d_loss"]) < 0.1 * abs(ra["d_loss"]) + 0.05, (a, b)
+
+
+def test_torchrun_with_nccl_on_one_gpu(tmp_path):
+    """``torchrun`` on a GPU takes the NCCL backend; one rank trains as one process does."""
+    sets = [*OVERRIDES, *CUDA]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+           "-m", "gankit", "train", "--no-progress", "-p", "seed002-mlp-mnist", "--out", str(tmp_path / "ddp"),
+           *[a for s in sets for a in ("--set", s)]]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    train(C.build("seed002-mlp-mnist", overrides=sets), tmp_path / "single", progress=False)
+    _assert_same_weights(dist_weights(tmp_path / "ddp", 4), dist_weights(tmp_path / "single", 4))
