@@ -39,7 +39,7 @@ mkdir -p "$DEST"
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 "$PY" -c "import torch; print('torch', torch.__version__, '| cuda', torch.cuda.is_available())"
 if [ "$DEVICE" = cuda ]; then  # a failing test is reported; the tables still run
-  timeout 150 "$PY" -m pytest tests/test_cuda.py -q -rA -p no:cacheprovider --durations=5 2>&1 \
+  timeout 150 "$PY" -m pytest tests/test_cuda.py -q -rfEs -p no:cacheprovider --durations=5 2>&1 \
     | tee "$DEST/pytest_cuda.log" || echo "GPU tests: failures above (exit ${PIPESTATUS[0]})"
 fi
 common=(--gankit-only --keep-going --reps 1 --seconds "$SECONDS_EACH" --sample-n 200 --set "train.device='$DEVICE'"

@@ -159,6 +159,10 @@ class TrainConfig:
     precision: str = "auto"
     channels_last: bool | None = None  # None (auto): on CUDA, and on CPU together with bf16
     compile: str = "off"  # torch.compile for G and D: off | default | reduce-overhead | max-autotune
+    # deterministic GPU kernels (torch.use_deterministic_algorithms, cuDNN's deterministic algorithms), so
+    # that two runs, or a run and its resume, agree bit for bit on a GPU too; slower. The CPU's kernels
+    # are deterministic already
+    deterministic: bool = False
     sync_batchnorm: bool = False  # under torchrun: batch norm statistics over the global batch (CUDA only)
     fakes_for_d: str = "train"  # G's mode when making D's fakes: train, or eval (Keras' predict())
     g_batch_size: int | None = None  # noise vectors per G update (default: data.batch_size)

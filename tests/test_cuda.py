@@ -38,7 +38,9 @@ def test_every_preset_trains_and_samples_on_the_gpu(preset, tmp_path):
     assert result.step == 6
     stats = read_stats(result.run, "train")
     assert [r["step"] for r in stats] == [2, 4, 6]
-    assert all(math.isfinite(r["d_loss"]) and math.isfinite(r["g_loss"]) for r in stats), stats
+    # which losses a record holds depends on the schedule (seed 000 trains one net at a time)
+    assert all(math.isfinite(v) for r in stats for k, v in r.items() if "loss" in k), stats
+    assert any("d_loss" in r for r in stats) and any("g_loss" in r for r in stats), stats
     on_gpu = load_generator(result.run.path, device="cuda")
     assert next(on_gpu.G.parameters()).is_cuda
     images, _, _ = generate(on_gpu, 16, seed=3)
@@ -49,24 +51,28 @@ def test_every_preset_trains_and_samples_on_the_gpu(preset, tmp_path):
     assert diff.mean() < 2.0, f"GPU and CPU samples differ by {diff.mean():.2f} levels on average"
 
 
-@pytest.mark.parametrize("preset", ["mnist-best", "seed002-mlp-mnist", "seed004-dcgan-ships"])
-def test_resume_on_the_gpu(preset, tmp_path):
+RESUME_CASES = [pytest.param(p, (), id=p) for p in C.preset_names()] + [
+    pytest.param("mnist-best", ("train.deterministic=true",), id="mnist-best-deterministic")]
+
+
+@pytest.mark.parametrize(("preset", "extra"), RESUME_CASES)
+def test_resume_on_the_gpu(preset, extra, tmp_path):
     """Stop after step 4 of 8 and resume on the GPU; the same weights and losses as never stopping.
 
-    Two uninterrupted runs are compared first: where they differ (nondeterministic GPU kernels), resume
-    cannot be bit for bit, and the test says so rather than blaming resume."""
+    Two uninterrupted runs are compared first: where they differ (a GPU kernel that sums in no fixed order),
+    resume cannot be bit for bit either, and the test says so rather than blaming resume."""
     cfg = tiny_config(preset, SHARED, steps=8,
-                      extra=[*CUDA, "train.checkpoint_every=4", "train.log_every=2"])
+                      extra=[*CUDA, "train.checkpoint_every=4", "train.log_every=2", *extra])
     train(cfg, tmp_path / "a", progress=False)
     train(cfg, tmp_path / "a2", progress=False)
     train(cfg, tmp_path / "b", progress=False)
     shutil.rmtree(RunDir(tmp_path / "b").checkpoints / "step-00000008")
     assert train(cfg, tmp_path / "b", resume=True, progress=False).step == 8
     wa, wa2, wb = (_weights(tmp_path / n) for n in ("a", "a2", "b"))
-    repeatable = all(torch.equal(wa[k], wa2[k]) for k in wa)
-    exact = all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert repeatable, "two uninterrupted GPU runs differ: GPU kernels are not deterministic here"
-    assert exact and _losses(tmp_path / "a") == _losses(tmp_path / "b")
+    differ = sorted(k for k in wa if not torch.equal(wa[k], wa2[k]))
+    assert not differ, f"two uninterrupted GPU runs differ ({len(differ)} tensors, e.g. {differ[:3]})"
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
 
 
 def test_cuda_graphs_train_the_mlp(tmp_path):

@@ -108,3 +108,22 @@ def test_compiled_run_trains_the_same_nets(tmp_path, monkeypatch):
     a, b = _losses(tmp_path / "eager"), _losses(tmp_path / "compiled")
     assert len(a) == len(b) == 3
     assert torch.allclose(torch.tensor(a), torch.tensor(b), rtol=1e-4)
+
+
+def test_deterministic_kernels_apply_while_training_and_are_restored(tmp_path):
+    """train.deterministic turns PyTorch's deterministic mode on for the run alone; an op without a
+    deterministic kernel is named in a GankitError (on a GPU, where such ops exist)."""
+    assert not torch.are_deterministic_algorithms_enabled()
+    cfg = tiny_config("mnist-best", SHARED, extra=["train.deterministic=true"])
+    seen = []
+    with speed.deterministic_kernels(True):
+        seen.append(torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic)
+    assert seen == [True] and not torch.are_deterministic_algorithms_enabled()
+    assert train(cfg, tmp_path / "run", progress=False).step == 6
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+    with pytest.raises(GankitError, match="train.deterministic = true, but an op has no deterministic kernel.*"
+                                          "kthvalue_cuda"):
+        with speed.deterministic_kernels(True):
+            raise RuntimeError("kthvalue_cuda does not have a deterministic implementation, but you set "
+                               "'torch.use_deterministic_algorithms(True)'")
+    assert not torch.are_deterministic_algorithms_enabled()

@@ -34,7 +34,8 @@ def nearest_centre(x: torch.Tensor, centres: torch.Tensor, *, chunk: int = 8192)
 def kmeans(x: torch.Tensor, k: int, *, seed: int = 0, iters: int = 25) -> torch.Tensor:
     """k-means++ then at most ``iters`` Lloyd iterations on the rows of ``x [N, F]``; the centres ``[k, F]``.
 
-    Deterministic for a given ``seed``; a cluster that empties keeps its centre.
+    Deterministic for a given ``seed`` on the CPU (on a GPU, ``index_add_``'s float sums are not);
+    a cluster that empties keeps its centre.
     """
     n = len(x)
     if not 1 <= k <= n:

@@ -79,7 +79,9 @@ def fit_clusters(G: nn.Module, D: nn.Module, images: torch.Tensor, k: int, *, se
     if k > len(images):
         raise GankitError(f"model.clusters = {k} but the dataset has only {len(images)} images")
     rows = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:fit_on]
-    sample = to_float(images[rows.to(images.device)], value_range=value_range)
+    # on the CPU whatever the device: a GPU's index_add_ sums in no fixed order (two runs of mnist-best on
+    # an H200 fitted different centres), and the CPU gives the same clusters on every machine
+    sample = to_float(images[rows.to(images.device)].cpu(), value_range=value_range)
     D.centres.copy_(kmeans(sample.flatten(1), k, seed=seed))
     labels = cluster_labels(D, images, value_range=value_range)
     G.set_sizes(torch.bincount(labels, minlength=k))

@@ -53,7 +53,7 @@ from gankit.train.build import (
 from gankit.train.ema import EMA
 from gankit.train.recovery import Recovery
 from gankit.train.schedule import build_schedule
-from gankit.train.speed import batch_independent, fast_path
+from gankit.train.speed import batch_independent, deterministic_kernels, fast_path
 from gankit.viz.grid import default_scale, make_grid, save_image
 
 FIXED_NOISE_OFFSET = 1_000_003  # the fixed sample grid's noise comes from seed + this
@@ -144,11 +144,13 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
           progress: bool = True) -> TrainResult:
     """Train ``cfg`` into run directory ``out`` (a new one, or an existing one with ``resume``).
 
-    ``train.threads`` applies while training; the caller's thread count is restored afterwards.
+    ``train.threads`` and ``train.deterministic`` apply while training; the caller's settings are restored
+    afterwards.
     """
     threads = torch.get_num_threads()
     try:
-        return _train(cfg, out, resume=resume, force=force, data_root=data_root, progress=progress)
+        with deterministic_kernels(cfg.train.deterministic):
+            return _train(cfg, out, resume=resume, force=force, data_root=data_root, progress=progress)
     finally:
         torch.set_num_threads(threads)
         release_run(out)  # the run directory's lock, taken when it was created or opened

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from gankit.errors import GankitError
+from gankit.errors import GankitError, first_line
 from gankit.nets.layers import Reshape
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -142,3 +143,33 @@ def fast_path(*, precision: str, channels_last: bool | None, compile: str, devic
     dtype = resolve_precision(precision, device, convolutional=not nets or has_convolutions(*nets))
     return FastPath(device=device, dtype=dtype, channels_last=resolve_channels_last(channels_last, device, dtype),
                     compile=compile)
+
+
+@contextlib.contextmanager
+def deterministic_kernels(on: bool) -> Iterator[None]:
+    """While inside: PyTorch's deterministic kernels when ``on`` (``train.deterministic``); the caller's
+    settings afterwards.
+
+    An op with no deterministic kernel on the device then raises a GankitError that names it. cuBLAS
+    needs a fixed workspace for repeatable sums (``CUBLAS_WORKSPACE_CONFIG``, read when its first handle
+    is made), so it is set unless the user set it.
+    """
+    if not on:
+        yield
+        return
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+             torch.backends.cudnn.benchmark)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    except RuntimeError as exc:
+        if "deterministic" not in str(exc):
+            raise
+        raise GankitError(f"train.deterministic = true, but an op has no deterministic kernel on this device "
+                          f"({first_line(exc)}); train with train.deterministic = false (the default), or "
+                          "without the feature that uses it") from None
+    finally:
+        torch.use_deterministic_algorithms(saved[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[1], saved[2]
