@@ -51,8 +51,12 @@ def test_every_preset_trains_and_samples_on_the_gpu(preset, tmp_path):
     assert diff.mean() < 2.0, f"GPU and CPU samples differ by {diff.mean():.2f} levels on average"
 
 
-RESUME_CASES = [pytest.param(p, (), id=p) for p in C.preset_names()] + [
-    pytest.param("mnist-best", ("train.deterministic=true",), id="mnist-best-deterministic")]
+# Seed 000's nets took a cuDNN kernel with no fixed order of sums on an H200: two of its runs differed in
+# every weight after 8 steps. train.deterministic makes them repeat (and resume) bit for bit.
+NOT_REPEATABLE = {"seed000-dcgan-letters"}
+DETERMINISTIC = ("train.deterministic=true",)
+RESUME_CASES = [pytest.param(p, DETERMINISTIC if p in NOT_REPEATABLE else (), id=p) for p in C.preset_names()] + [
+    pytest.param("mnist-best", DETERMINISTIC, id="mnist-best-deterministic")]
 
 
 @pytest.mark.parametrize(("preset", "extra"), RESUME_CASES)
