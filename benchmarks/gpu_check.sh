@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# GPU check (one CUDA GPU, under 8 minutes; 184 s on an H200): first the GPU tests (tests/test_cuda.py: every preset trains
-# and samples on CUDA, resume, CUDA graphs), then training images/s of the presets on the GPU with the fast
-# path (bf16 autocast, data resident on the GPU, channels_last) at a large batch, and the achieved
+# GPU check (one CUDA GPU, under 8 minutes; 184 s on an H200): first the GPU tests (tests/test_cuda.py:
+# every preset trains and samples on CUDA, resume, CUDA graphs, torchrun with NCCL), then training images/s
+# of the presets on the GPU with the fast path (bf16 autocast, data resident on the GPU, channels_last) at a large batch, and the achieved
 # fraction of the GPU's measured bf16 matrix rate. Run from the repository root:
 #   GANKIT_DATA=../shared/data bash benchmarks/gpu_check.sh
 # Writes pytest_cuda.log, gpu_check.json and gpu_check_compiled.json to $OUT when that is set (the device tool's folder of
