@@ -163,6 +163,37 @@ def test_malformed_cifar_batch(payload):
         cifar.parse_batch(payload, name="b")
 
 
+def _py2_string(b):
+    return b"U" + bytes([len(b)]) + b  # SHORT_BINSTRING: a Python 2 str, read back as bytes
+
+
+def _py2_batch(images, labels, *, dtype_state=b"K\x00"):
+    """A CIFAR batch pickled the way Python 2's cPickle (protocol 2) wrote the official files, by hand:
+    str for every name and the array's bytes, numpy.core.multiarray._reconstruct, dtype state version 3."""
+    n = len(images)
+    array = (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + _py2_string(b"b") + b"\x87R"
+             + b"(K\x01K" + bytes([n]) + b"M\x00\x0c\x86cnumpy\ndtype\n" + _py2_string(b"u1") + b"K\x00K\x01\x87R"
+             + b"(K\x03" + _py2_string(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xff" + dtype_state + b"tb\x89"
+             + b"T" + len(images.tobytes()).to_bytes(4, "little") + images.tobytes() + b"tb")
+    return (b"\x80\x02}(" + _py2_string(b"data") + array + _py2_string(b"labels") + b"]("
+            + b"".join(b"K" + bytes([v]) for v in labels) + b"eu.")
+
+
+def test_python2_cifar_pickle_loads():
+    """The official files are Python 2 pickles: bytes names, str data, the old module path of numpy."""
+    images = np.random.default_rng(1).integers(0, 256, (3, 3072), dtype=np.uint8)
+    out, labels = cifar.parse_batch(_py2_batch(images, [8, 0, 9]), name="b")
+    assert np.array_equal(out.reshape(3, 3072), images) and labels.tolist() == [8, 0, 9]
+
+
+def test_cifar_dtype_state_numpy_would_choke_on_is_refused():
+    """One byte changed in a batch, a uint8 dtype's flags set to 3 ("holds object references"), stopped
+    numpy 2.4's unpickling with an internal SystemError; such a state is now refused before numpy sees it."""
+    images = np.zeros((1, 3072), dtype=np.uint8)
+    with pytest.raises(GankitError, match="refused a dtype"):
+        cifar.parse_batch(_py2_batch(images, [0], dtype_state=b"K\x03"), name="b")
+
+
 # ---- real files in ../shared/data ------------------------------------------------------------------------------------
 
 
