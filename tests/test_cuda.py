@@ -102,3 +102,18 @@ def test_torchrun_with_nccl_on_one_gpu(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     train(C.build("seed002-mlp-mnist", overrides=sets), tmp_path / "single", progress=False)
     _assert_same_weights(dist_weights(tmp_path / "ddp", 4), dist_weights(tmp_path / "single", 4))
+
+
+def test_torchrun_sync_batchnorm_on_one_gpu(tmp_path):
+    """``train.sync_batchnorm`` (CUDA only) converts G's batch norm for DDP; the run trains and its checkpoint
+    loads into the plain nets (SyncBatchNorm keeps BatchNorm's parameter names)."""
+    sets = [*(o for o in OVERRIDES if o != "model.g.batch_norm=false"), *CUDA, "train.sync_batchnorm=true"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+           "-m", "gankit", "train", "--no-progress", "-p", "seed002-mlp-mnist", "--out", str(tmp_path / "ddp"),
+           *[a for s in sets for a in ("--set", s)]]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    weights = dist_weights(tmp_path / "ddp", 4)
+    assert any(k.endswith("running_mean") for k in weights if k.startswith("G."))
+    images, _, _ = generate(load_generator(tmp_path / "ddp", device="cuda"), 8, seed=0)
+    assert images.shape[0] == 8
