@@ -92,14 +92,19 @@ def test_cuda_graphs_train_the_mlp(tmp_path):
         assert abs(ra["d_loss"] - rb["d_loss"]) < 0.1 * abs(ra["d_loss"]) + 0.05, (a, b)
 
 
-def test_torchrun_with_nccl_on_one_gpu(tmp_path):
-    """``torchrun`` on a GPU takes the NCCL backend; one rank trains as one process does."""
-    sets = [*OVERRIDES, *CUDA]
+def _torchrun_one(sets, out):
+    """``gankit train`` of seed 002's preset with ``sets`` under torchrun, one process; it must succeed."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
-           "-m", "gankit", "train", "--no-progress", "-p", "seed002-mlp-mnist", "--out", str(tmp_path / "ddp"),
+           "-m", "gankit", "train", "--no-progress", "-p", "seed002-mlp-mnist", "--out", str(out),
            *[a for s in sets for a in ("--set", s)]]
     proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_torchrun_with_nccl_on_one_gpu(tmp_path):
+    """``torchrun`` on a GPU takes the NCCL backend; one rank trains as one process does."""
+    sets = [*OVERRIDES, *CUDA]
+    _torchrun_one(sets, tmp_path / "ddp")
     train(C.build("seed002-mlp-mnist", overrides=sets), tmp_path / "single", progress=False)
     _assert_same_weights(dist_weights(tmp_path / "ddp", 4), dist_weights(tmp_path / "single", 4))
 
@@ -107,12 +112,8 @@ def test_torchrun_with_nccl_on_one_gpu(tmp_path):
 def test_torchrun_sync_batchnorm_on_one_gpu(tmp_path):
     """``train.sync_batchnorm`` (CUDA only) converts G's batch norm for DDP; the run trains and its checkpoint
     loads into the plain nets (SyncBatchNorm keeps BatchNorm's parameter names)."""
-    sets = [*(o for o in OVERRIDES if o != "model.g.batch_norm=false"), *CUDA, "train.sync_batchnorm=true"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
-           "-m", "gankit", "train", "--no-progress", "-p", "seed002-mlp-mnist", "--out", str(tmp_path / "ddp"),
-           *[a for s in sets for a in ("--set", s)]]
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _torchrun_one([*(o for o in OVERRIDES if o != "model.g.batch_norm=false"), *CUDA, "train.sync_batchnorm=true"],
+                  tmp_path / "ddp")
     weights = dist_weights(tmp_path / "ddp", 4)
     assert any(k.endswith("running_mean") for k in weights if k.startswith("G."))
     images, _, _ = generate(load_generator(tmp_path / "ddp", device="cuda"), 8, seed=0)
