@@ -110,16 +110,24 @@ def test_compiled_run_trains_the_same_nets(tmp_path, monkeypatch):
     assert torch.allclose(torch.tensor(a), torch.tensor(b), rtol=1e-4)
 
 
-def test_deterministic_kernels_apply_while_training_and_are_restored(tmp_path):
+def test_deterministic_kernels_apply_while_training_and_are_restored(tmp_path, monkeypatch):
     """train.deterministic turns PyTorch's deterministic mode on for the run alone; an op without a
     deterministic kernel is named in a GankitError (on a GPU, where such ops exist)."""
+    from gankit.train import loop
+
     assert not torch.are_deterministic_algorithms_enabled()
-    cfg = tiny_config("mnist-best", SHARED, extra=["train.deterministic=true"])
     seen = []
-    with speed.deterministic_kernels(True):
+    make_nets = loop.make_nets
+
+    def spy(*args, **kwargs):  # inside the run: what mode its nets are built and trained under
         seen.append(torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic)
-    assert seen == [True] and not torch.are_deterministic_algorithms_enabled()
-    assert train(cfg, tmp_path / "run", progress=False).step == 6
+        return make_nets(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "make_nets", spy)
+    for on in (True, False):
+        cfg = tiny_config("mnist-best", SHARED, extra=[f"train.deterministic={str(on).lower()}"])
+        assert train(cfg, tmp_path / f"run-{on}", progress=False).step == 6
+    assert seen == [True, False]
     assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
     with pytest.raises(GankitError, match="train.deterministic = true, but an op has no deterministic kernel.*"
                                           "kthvalue_cuda"):
