@@ -1,5 +1,7 @@
 """The fast path's switches: how auto resolves, and that every switch trains the same nets correctly."""
 
+import os
+
 import pytest
 import torch
 
@@ -120,15 +122,22 @@ def test_deterministic_kernels_apply_while_training_and_are_restored(tmp_path, m
     make_nets = loop.make_nets
 
     def spy(*args, **kwargs):  # inside the run: what mode its nets are built and trained under
-        seen.append(torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic)
+        seen.append((torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic,
+                     "CUBLAS_WORKSPACE_CONFIG" in os.environ))
         return make_nets(*args, **kwargs)
 
     monkeypatch.setattr(loop, "make_nets", spy)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     for on in (True, False):
         cfg = tiny_config("mnist-best", SHARED, extra=[f"train.deterministic={str(on).lower()}"])
         assert train(cfg, tmp_path / f"run-{on}", progress=False).step == 6
-    assert seen == [True, False]
+    assert seen == [(True, True), (False, False)]
     assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ  # set for the run, unset after it
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # the user's own setting is kept
+    with speed.deterministic_kernels(True):
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
     with pytest.raises(GankitError, match="train.deterministic = true, but an op has no deterministic kernel.*"
                                           "kthvalue_cuda"):
         with speed.deterministic_kernels(True):

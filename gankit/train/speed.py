@@ -152,14 +152,16 @@ def deterministic_kernels(on: bool) -> Iterator[None]:
 
     An op with no deterministic kernel on the device then raises a GankitError that names it. cuBLAS
     needs a fixed workspace for repeatable sums (``CUBLAS_WORKSPACE_CONFIG``, read when its first handle
-    is made), so it is set unless the user set it.
+    is made), so it is set unless the user set it, and unset again afterwards (the handle keeps it).
     """
     if not on:
         yield
         return
     saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
              torch.backends.cudnn.benchmark)
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    set_workspace = "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    if set_workspace:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
@@ -173,3 +175,5 @@ def deterministic_kernels(on: bool) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(saved[0])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[1], saved[2]
+        if set_workspace:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
