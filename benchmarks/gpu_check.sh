@@ -6,7 +6,8 @@
 #   GANKIT_DATA=../shared/data bash benchmarks/gpu_check.sh
 # Writes pytest_cuda.log, gpu_check.json and gpu_check_compiled.json to $OUT when that is set (the device tool's folder of
 # files that come back), else to benchmarks/out/. torch.compile(mode="reduce-overhead") (CUDA graphs) for
-# the small, launch-bound nets is measured as a second table for three 28x28 presets.
+# the small, launch-bound nets is measured as a second table for three 28x28 presets. Each row also has
+# sampling images/s on the GPU and the domain evaluator's images/s (on the CPU, where gankit evaluate runs it).
 #
 # Through the device tool, whose machine has PyTorch (no .venv: python3 is used) but not tomli-w and not
 # ../shared (nothing beside the checkout travels), prepare once here, in the repository root:
@@ -42,7 +43,7 @@ if [ "$DEVICE" = cuda ]; then  # a failing test is reported; the tables still ru
   timeout 150 "$PY" -m pytest tests/test_cuda.py -q -rfEs -p no:cacheprovider --durations=5 2>&1 \
     | tee "$DEST/pytest_cuda.log" || echo "GPU tests: failures above (exit ${PIPESTATUS[0]})"
 fi
-common=(--gankit-only --keep-going --reps 1 --seconds "$SECONDS_EACH" --sample-n 200 --set "train.device='$DEVICE'"
+common=(--gankit-only --keep-going --reps 1 --seconds "$SECONDS_EACH" --sample-n 2000 --set "train.device='$DEVICE'"
         --set "data.batch_size=$BATCH" --set "train.g_batch_size=$BATCH")
 # mnist-best is the small 28x28 DCGAN the 50,000 images/s goal is about; seed 004 is the largest step
 timeout 200 "$PY" benchmarks/throughput.py "${common[@]}" --out "$DEST/gpu_check.json" \

@@ -21,7 +21,8 @@ range and kept in the JSON (``ratio_per_rep``), since on a shared host the load 
 Both run the preset's D update (joint, concat or separate) and G batch size; schedules that change
 who trains when (seed 000's thresholds, seed 003's pause-the-winner) are replaced by plain
 alternation in both, so a step is the same work. Also measured: sampling images/s (gankit's
-``generate``) and evaluation images/s (the domain evaluator's features and class probabilities), the
+``generate``, on the training device) and evaluation images/s (the domain evaluator's features and class
+probabilities, on the CPU, where ``gankit evaluate`` runs it), the
 FLOPs of one training step (``torch.utils.flop_counter``) and the achieved FLOP/s as a fraction of
 the fp32 and bf16 matrix-product rates measured in the same process.
 
@@ -174,13 +175,14 @@ def plain_step_seconds(cfg: C.Config, images: torch.Tensor, labels: torch.Tensor
     return times[1:], flops
 
 
-def sampling_rate(cfg: C.Config, info: Any, n: int) -> float:
-    """Images/s of ``gankit sample``'s generator path (untrained weights: the speed is the same)."""
+def sampling_rate(cfg: C.Config, info: Any, n: int, device: str = "cpu") -> float:
+    """Images/s of ``gankit sample``'s generator path on ``device`` (untrained weights: the speed is the
+    same), uint8 images back on the CPU as ``gankit sample`` returns them."""
     G, _ = make_nets(cfg, info)
-    lg = LoadedGenerator(G=G.eval(), cfg=cfg, info=info, step=0, device=torch.device("cpu"))
-    generate(lg, min(n, 200))
+    lg = LoadedGenerator(G=G.eval().to(device), cfg=cfg, info=info, step=0, device=torch.device(device))
+    generate(lg, min(n, 200))  # warm-up: kernel selection, first allocations
     t0 = time.perf_counter()
-    generate(lg, n)
+    generate(lg, n)  # ends with a copy to the CPU, which waits for the device
     return n / (time.perf_counter() - t0)
 
 
@@ -294,8 +296,8 @@ def measure(name: str, args: argparse.Namespace, arms: list[tuple[str, list[str]
            "ratio_per_rep": per_rep,
            "gankit_step_s": ours, "plain_step_s": plain, "flops_per_step": flops,
            "fp32_matmul_flops": fp32_rate, "bf16_matmul_flops": bf16_rate,
-           "sample_img_s": float("nan") if cuda else sampling_rate(cfg, info, args.sample_n),
-           "eval_img_s": None if cuda else evaluation_rate(cfg.data.dataset, data.images, 5000)}
+           "sample_img_s": sampling_rate(cfg, info, args.sample_n, "cuda" if cuda else "cpu"),
+           "eval_img_s": evaluation_rate(cfg.data.dataset, data.images, 5000)}  # on the CPU, as gankit runs it
     row["also"] = {label: {"overrides": dict(arms)[label], "img_s": b / statistics.median(ts), "step_s": ts,
                            "gankit_speedup": statistics.median(ts) / t_ours} for label, ts in extra.items()}
     achieved = flops / t_ours if flops else float("nan")
