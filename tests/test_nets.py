@@ -357,6 +357,22 @@ def test_flatten_hands_a_channels_last_input_its_gradient_channels_last():
     assert Flatten()(plain).data_ptr() == plain.data_ptr()
 
 
+def test_flatten_of_channels_last_breaks_a_compiled_graph_on_a_cpu():
+    """On a CPU, torch.compile runs the channels_last flatten eagerly between two graphs (inductor fused it
+    into slow scalar code); a contiguous input stays inside one graph."""
+    flat = Flatten()
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return flat(x * 2) + 1
+
+    x = torch.randn(2, 3, 4, 4)
+    torch._dynamo.reset()
+    plain = torch._dynamo.explain(f)(x)
+    assert (plain.graph_count, plain.graph_break_count) == (1, 0)
+    cl = torch._dynamo.explain(f)(x.contiguous(memory_format=CL))
+    assert (cl.graph_count, cl.graph_break_count) == (2, 1)
+
+
 def test_reshape_lays_images_out_channels_last_when_its_net_is():
     flat = torch.randn(2, 12)
     r = Reshape(3, 2, 2)
