@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gankit import config as C
-from gankit.data import load_dataset
+from gankit.data import load_dataset, to_float
 from gankit.errors import GankitError
 from gankit.evaluate import compute_metrics, evaluate_real, evaluate_run, format_table, real_reference
 from gankit.metrics.evaluator import (
@@ -62,6 +62,23 @@ def test_shipped_evaluators_meet_their_targets(name):
     test = load_dataset(ev.meta["dataset"], root=str(SHARED), split="test", limit=2000)
     flip = bool(ev.meta.get("flip_average"))
     assert accuracy(ev.net, test.images, test.labels, flip_average=flip) >= ev.meta["test_accuracy"] - 0.02
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_evaluators_score_through_their_folded_copy_as_the_net_itself_would(name):
+    """Scoring runs a copy of the net with batch norm folded into the convolutions and channels_last
+    weights (faster); features and class probabilities stay those of the trained net itself."""
+    from gankit.metrics.evaluator import forward
+
+    ev = load_evaluator(name)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in ev.fast.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in ev.net.modules())  # the trained net is kept
+    test = load_dataset(ev.meta["dataset"], root=str(SHARED), split="test", limit=300)
+    f, p = ev(test.images, batch=128)
+    with torch.inference_mode():
+        f_ref, logits = forward(ev.net, to_float(test.images), flip_average=bool(ev.meta.get("flip_average")))
+    torch.testing.assert_close(f, f_ref, rtol=1e-4, atol=1e-5 * float(f_ref.abs().max()))
+    torch.testing.assert_close(p, logits.softmax(1), rtol=1e-4, atol=1e-6)
 
 
 def test_flip_average_makes_an_evaluator_mirror_invariant():

@@ -7,9 +7,10 @@ real ones are stored), so real and generated sets go through the same preprocess
 
 from __future__ import annotations
 
+import copy
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from gankit.data import load_dataset, to_float
 from gankit.data.files import file_digest
@@ -59,14 +61,39 @@ class EvaluatorNet(nn.Module):
         return f, self.head(self.dropout(f))
 
 
+def scoring_net(net: EvaluatorNet) -> EvaluatorNet:
+    """A copy of ``net`` made for scoring: every convolution + batch norm pair folded into one
+    convolution (in eval mode batch norm is a fixed per-channel scale and shift, so PyTorch's
+    ``fuse_conv_bn_eval`` moves it into the weights), with channels_last weights.
+
+    Features agree with ``net``'s to about 1e-6 of their largest value, far below what a metric reports;
+    5,000 MNIST images scored at 2,870 images/s against 1,518 (1.9x; the fold alone 1.14x, channels_last
+    alone 1.35x) on the 2-core AMX machine.
+    """
+    fast = copy.deepcopy(net).eval()
+    layers: list[nn.Module] = []
+    for m in fast.body:
+        if isinstance(m, nn.BatchNorm2d) and layers and isinstance(layers[-1], nn.Conv2d):
+            layers[-1] = fuse_conv_bn_eval(layers[-1], m)
+        else:
+            layers.append(m)
+    fast.body = nn.Sequential(*layers)
+    return fast.to(memory_format=torch.channels_last)
+
+
 @dataclass
 class Evaluator:
-    """A trained evaluator and what it was trained on."""
+    """A trained evaluator and what it was trained on; it scores images through :func:`scoring_net`'s
+    copy of ``net``."""
 
     name: str
     net: EvaluatorNet
     meta: dict[str, Any]
     sha256: str
+    fast: EvaluatorNet = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.fast = scoring_net(self.net)
 
     @property
     def num_classes(self) -> int:
@@ -80,7 +107,8 @@ class Evaluator:
         feats, probs = [], []
         flip = bool(self.meta.get("flip_average"))
         for i in range(0, len(images), batch):
-            f, logits = forward(self.net, to_float(images[i : i + batch]), flip_average=flip)
+            x = to_float(images[i : i + batch]).contiguous(memory_format=torch.channels_last)
+            f, logits = forward(self.fast, x, flip_average=flip)
             feats.append(f)
             probs.append(logits.softmax(1))
         return torch.cat(feats), torch.cat(probs)
