@@ -52,6 +52,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from gankit import config as C
 from gankit.data import to_float
 from gankit.errors import GankitError, first_line
+from gankit.nets import convgrad
 from gankit.nets.layers import ToImage
 from gankit.run import read_stats
 from gankit.sample import LoadedGenerator, generate
@@ -106,9 +107,13 @@ def _plain_opt(params: Any, o: C.OptimConfig) -> torch.optim.Optimizer:
 
 def plain_nets(cfg: C.Config, info: Any) -> tuple[nn.Module, nn.Module]:
     """gankit's G and D with its CPU-specific layers swapped back for PyTorch's own (ToImage: a plain
-    ConvTranspose2d with the same weights), as a loop written without gankit would have them."""
+    ConvTranspose2d with the same weights; convolutions without the patch-product weight gradient, which
+    runs only under bf16 autocast anyway), as a loop written without gankit would have them."""
     G, D = make_nets(cfg, info)
     for net in (G, D):
+        for m in net.modules():
+            if isinstance(m, (convgrad.Conv2d, convgrad.ConvTranspose2d)):
+                m.patch_grad = False
         for parent in list(net.modules()):
             for name, child in list(parent.named_children()):
                 if isinstance(child, ToImage):

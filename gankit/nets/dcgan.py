@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from gankit.nets.conditional import LatentLinear, Norm2d, ProjectionHead, apply_spectral_norm
+from gankit.nets.convgrad import Conv2d, ConvTranspose2d
 from gankit.nets.layers import Flatten, Reshape, ToImage
 from gankit.nets.mlp import output_activation
 from gankit.registry import register
@@ -56,10 +57,10 @@ class DCGANGenerator(nn.Module):
         self.convs = nn.ModuleList()
         for i in range(n):
             if i > 0:
-                self.convs.append(nn.ConvTranspose2d(ch[i - 1], ch[i], 4, 2, 1))
+                self.convs.append(ConvTranspose2d(ch[i - 1], ch[i], 4, 2, 1))
                 self.norms.append(Norm2d(ch[i], num_classes))
             for _ in range(depth):  # extra layers at every hidden resolution
-                self.convs.append(nn.Conv2d(ch[i], ch[i], 3, 1, 1))
+                self.convs.append(Conv2d(ch[i], ch[i], 3, 1, 1))
                 self.norms.append(Norm2d(ch[i], num_classes))
         self.to_image = ToImage(ch[-1], channels, 4, 2, 1)  # a faster layer for grey images on a CPU
         self.act = nn.ReLU()
@@ -90,12 +91,12 @@ class DCGANDiscriminator(nn.Module):
         c_in = channels
         for i in range(n):
             c = width * 2**i
-            layers += [nn.Conv2d(c_in, c, 4, 2, 1)]
+            layers += [Conv2d(c_in, c, 4, 2, 1)]
             if bn and i > 0:  # DCGAN: no batch norm on the first layer
                 layers.append(nn.BatchNorm2d(c))
             layers.append(nn.LeakyReLU(leak))
             for _ in range(depth):
-                layers += [nn.Conv2d(c, c, 3, 1, 1), nn.LeakyReLU(leak)]
+                layers += [Conv2d(c, c, 3, 1, 1), nn.LeakyReLU(leak)]
             c_in = c
         self.features = nn.Sequential(*layers, Flatten())
         self.head = ProjectionHead(c_in * start * start, num_classes, classifier=classifier)
