@@ -80,7 +80,10 @@ RESUME_CASES = [pytest.param(p, (), id=p) for p in C.preset_names()] + [
                  id=f"mnist-best-{prec}-{name}")
     for prec, cl, name in (("fp32", "true", "channels_last"), ("bf16", "true", "channels_last"),
                            ("bf16", "false", "contiguous"))
-] + [pytest.param("mnist-best", ("train.reuse_fakes=true",), id="mnist-best-reuse-fakes")]
+] + [pytest.param("mnist-best", ("train.reuse_fakes=true",), id="mnist-best-reuse-fakes"),
+      # wide enough for G's 64 -> 32 and D's 64 -> 128 layers to take the patch-product weight gradient
+      pytest.param("mnist-best", ("train.precision='bf16'", "train.channels_last=true", "model.g.width=32",
+                                  "model.d.width=64"), id="mnist-best-bf16-patch-grad")]
 
 
 @pytest.mark.parametrize(("preset", "layout"), RESUME_CASES)
