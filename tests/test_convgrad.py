@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gankit.nets.convgrad import Conv2d, ConvTranspose2d, patches, weight_grad
+from gankit.nets.convgrad import Conv2d, ConvTranspose2d, patches, split_is_faster, weight_grad
 
 CL = torch.channels_last
 BF16 = torch.bfloat16
@@ -96,7 +96,7 @@ def test_second_order_gradients_take_pytorchs_backward():
 
 
 def test_the_patch_product_runs_only_where_it_was_measured_faster():
-    """Kernel 4, stride 2, at least 64 input channels, a low-resolution side of at most 8 pixels, bf16
+    """Kernel 4, stride 2, at least 64 input channels, a patch matrix of at most 2^23 elements, bf16
     autocast, gradients on, and not switched off; PyTorch's own kernels everywhere else."""
 
     def patched(layer: nn.Module, side: int, channels: int = 64) -> bool:
@@ -107,13 +107,19 @@ def test_the_patch_product_runs_only_where_it_was_measured_faster():
     assert not patched(conv, 16)  # fp32
     with torch.autocast("cpu", dtype=BF16):
         assert patched(conv, 16) and patched(deconv, 8)
-        assert not patched(conv, 18) and not patched(deconv, 9)  # low-resolution side 9
         assert not patched(Conv2d(32, 4, 4, 2, 1), 16, channels=32)
         assert not patched(Conv2d(64, 4, 3, 1, 1), 4)
         with torch.no_grad():
             assert conv(torch.randn(2, 64, 16, 16)).grad_fn is None
         conv.patch_grad = False
         assert not patched(conv, 16)
+    # the size limit, on shapes alone: D's 64 -> 128 layer at batch 128 down to 8x8 (2^23 elements) and to
+    # 16x16; a transposed 64 -> 32 layer at 16x16 (2^23) and a 64 -> 64 one (2^24)
+    meta = {"device": "meta"}
+    assert split_is_faster(Conv2d(64, 128, 4, 2, 1), torch.empty(128, 64, 16, 16, **meta))
+    assert not split_is_faster(Conv2d(64, 128, 4, 2, 1), torch.empty(128, 64, 32, 32, **meta))
+    assert split_is_faster(ConvTranspose2d(64, 32, 4, 2, 1), torch.empty(64, 64, 16, 16, **meta))
+    assert not split_is_faster(ConvTranspose2d(64, 64, 4, 2, 1), torch.empty(64, 64, 16, 16, **meta))
 
 
 def test_spectrally_normalised_layers_keep_the_patch_product():

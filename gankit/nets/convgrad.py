@@ -11,7 +11,7 @@ that alone).
 
 :class:`Conv2d` and :class:`ConvTranspose2d` are PyTorch's layers with that backward switched on
 where it was measured faster (:func:`split_is_faster`: the DCGAN layers, kernel 4 and
-stride 2, with 64 channels or more at 8x8 or less); elsewhere, and whenever a graph of the
+stride 2, with 64 input channels or more and patch matrices up to 16 MB); elsewhere, and whenever a graph of the
 gradient is being built (R1, WGAN-GP), they are PyTorch's layers unchanged.
 """
 
@@ -100,24 +100,31 @@ class _ConvPatchGrad(torch.autograd.Function):
         return gx, gw, gb, None, None, None
 
 
+PATCH_LIMIT = 2**23  # elements (16 MB in bf16): larger patch matrices lost to oneDNN's kernel
+
+
 def split_is_faster(m: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> bool:
     """Where the patch-product weight gradient beat oneDNN's on the AMX CPU: the DCGAN layers (kernel 4,
-    stride 2) with at least 64 input channels whose low-resolution side (a transposed convolution's
-    input, a convolution's output) is at most 8 pixels.
+    stride 2) with at least 64 input channels whose patch matrix has at most :data:`PATCH_LIMIT` elements.
 
-    Measured on the layers alone (bf16 autocast, channels_last, forward + backward, 2 threads, session 20):
-    transposed 64 -> 32 channels at 7x7 1.64x, 128 -> 64 at 7x7 1.98x and at 8x8 1.78x, 192 -> 96 at 7x7
-    1.99x, 256 -> 128 and 512 -> 256 at 4x4 2.82x and 2.31x; convolutions 64 -> 128 to 7x7 and 8x8
-    1.28-1.30x, 128 -> 256 to 4x4 and 8x8 2.02x and 1.19x, 256 -> 512 to 4x4 1.79x. Slower or even:
-    larger low-resolution sides (transposed 64 -> 32 and 128 -> 64 at 16x16, 0.98x and 0.92x; 64 -> 128
-    to 16x16, 0.56x: the patches grow with the pixels, oneDNN's kernel is fine there), fewer input
-    channels (32 -> 64 to 7x7 0.87x, 1 or 3 channels 0.54-0.72x), and 3x3 stride-1 convolutions
-    (0.32-1.07x at 8x8 and 16x16, where each pixel sits in nine patches).
+    ``benchmarks/conv_weight_grad.py`` (bf16 autocast, channels_last, forward + backward of the layer, two
+    threads, session 20; several runs) found, by the size of the patch matrix:
+
+    - faster: transposed 64 -> 32, 128 -> 64 and 192 -> 96 channels at 7x7 (batch 64) 1.27-1.99x,
+      128 -> 64 at 8x8 1.50-1.78x, 256 -> 128 and 512 -> 256 at 4x4 1.86-2.82x, 64 -> 32 at 16x16 (2^23
+      elements) 0.98-1.37x; convolutions (batch 128) 64 -> 128 to 7x7 and 8x8 1.21-1.30x, 128 -> 256 and
+      256 -> 512 to 4x4 1.79-2.02x;
+    - slower, with larger patch matrices: transposed 128 -> 64 at 16x16 0.92x, convolutions 64 -> 128 to
+      16x16 0.47-0.56x, 128 -> 256 to 8x8 0.70-1.19x (the copy outgrows the caches);
+    - slower with fewer input channels: 32 -> 64 0.87-0.94x, 1 or 3 channels 0.54-0.72x, transposed
+      32 -> 1 0.85x; and 3x3 stride-1 convolutions 0.32-1.28x (each pixel in nine patches).
     """
     if m.kernel_size != (4, 4) or m.stride != (2, 2) or m.in_channels < 64:
         return False
-    side = min(x.shape[-2:]) if isinstance(m, nn.ConvTranspose2d) else min(x.shape[-2:]) // 2
-    return side <= 8
+    n, _, h, w = x.shape
+    if isinstance(m, nn.ConvTranspose2d):  # the output gradient's patches, one row per input pixel
+        return n * h * w * 16 * m.out_channels <= PATCH_LIMIT
+    return n * (h // 2) * (w // 2) * 16 * m.in_channels <= PATCH_LIMIT  # the input's, one per output pixel
 
 
 def _eligible(m: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> bool:
