@@ -116,15 +116,16 @@ def split_is_faster(m: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> bool:
       256 -> 512 to 4x4 1.79-2.02x;
     - slower, with larger patch matrices: transposed 128 -> 64 at 16x16 0.92x, convolutions 64 -> 128 to
       16x16 0.47-0.56x, 128 -> 256 to 8x8 0.70-1.19x (the copy outgrows the caches);
-    - slower with fewer input channels: 32 -> 64 0.87-0.94x, 1 or 3 channels 0.54-0.72x, transposed
-      32 -> 1 0.85x; and 3x3 stride-1 convolutions 0.32-1.28x (each pixel in nine patches).
+    - slower with fewer input channels: 32 -> 64 0.87-0.97x, 1 or 3 channels 0.54-0.84x, transposed
+      32 -> 1 0.85-0.91x; and 3x3 stride-1 convolutions 0.32-1.28x (each pixel in nine patches).
     """
     if m.kernel_size != (4, 4) or m.stride != (2, 2) or m.in_channels < 64:
         return False
     n, _, h, w = x.shape
     if isinstance(m, nn.ConvTranspose2d):  # the output gradient's patches, one row per input pixel
         return n * h * w * 16 * m.out_channels <= PATCH_LIMIT
-    return n * (h // 2) * (w // 2) * 16 * m.in_channels <= PATCH_LIMIT  # the input's, one per output pixel
+    # the input's patches, one row per output pixel (about half the side for this kernel and stride)
+    return n * (h // 2) * (w // 2) * 16 * m.in_channels <= PATCH_LIMIT
 
 
 def _eligible(m: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> bool:
