@@ -12,14 +12,12 @@ shape, and writes JSON: the data behind the rule, to check it on another CPU.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
-import time
-from pathlib import Path
 from typing import Any
 
 import torch
+from timing import median_ms, save_json  # benchmarks/, the script's own folder
 
 from gankit.nets import convgrad
 from gankit.nets.convgrad import _apply, split_is_faster
@@ -33,17 +31,6 @@ SHAPES = [
     (False, 64, 128, 4, 2, 1, 128, 32), (False, 128, 256, 4, 2, 1, 128, 16), (False, 3, 64, 4, 2, 1, 128, 32),
     (False, 128, 128, 3, 1, 1, 64, 8), (False, 64, 64, 3, 1, 1, 64, 8),
 ]
-
-
-def _time(fn: Any, reps: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def measure(shape: tuple[Any, ...], rounds: int, reps: int) -> dict[str, Any]:
@@ -63,8 +50,8 @@ def measure(shape: tuple[Any, ...], rounds: int, reps: int) -> dict[str, Any]:
     layer.patch_grad = False  # the module's own call: PyTorch's (oneDNN's) backward
     onednn, patch = [], []
     for _ in range(rounds):
-        onednn.append(_time(step(False), reps))
-        patch.append(_time(step(True), reps))
+        onednn.append(median_ms(step(False), reps))
+        patch.append(median_ms(step(True), reps))
     a, b = statistics.median(onednn), statistics.median(patch)
     return {"transposed": transposed, "in": c_in, "out": c_out, "kernel": k, "stride": s, "padding": p, "batch": n,
             "side": side, "onednn_ms": a, "patch_ms": b, "ratio": a / b, "picked": split_is_faster(layer, x)}
@@ -86,10 +73,7 @@ def main() -> None:
                 f"{r['side']}x{r['side']} b{r['batch']}")
         picked = "yes" if r["picked"] else "no"
         print(f"{name:<34}{r['onednn_ms']:10.3f}{r['patch_ms']:10.3f}{r['ratio']:7.2f}  {picked}", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}, indent=1))
-    print(f"wrote {out}")
+    print(f"wrote {save_json(args.out, rows=rows)}")
 
 
 if __name__ == "__main__":

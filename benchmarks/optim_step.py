@@ -12,12 +12,9 @@ and SGD in each implementation PyTorch offers for it on this device; the median 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
-from pathlib import Path
 
 import torch
+from timing import median_ms, save_json  # benchmarks/, the script's own folder
 
 from gankit import config as C
 from gankit.data.dataset import DatasetInfo
@@ -33,14 +30,7 @@ def step_ms(params: list[torch.nn.Parameter], name: str, impl: str, reps: int) -
         opt = OPTIMIZERS[name](params, lr=1e-4, **IMPLEMENTATIONS[impl])
     except (TypeError, RuntimeError, ValueError):  # this optimizer has no such implementation here
         return None
-    for _ in range(3):
-        opt.step()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        opt.step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+    return median_ms(opt.step, reps)
 
 
 def main() -> None:
@@ -70,10 +60,7 @@ def main() -> None:
         rows.append(row)
         cells = " ".join(f"{'-' if v is None else f'{v:.2f}':>15}" for v in row["ms"].values())
         print(f"{preset:<22} {row['params'] / 1e6:>7.2f}M {cells}", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}, indent=1))
-    print(f"wrote {out}")
+    print(f"wrote {save_json(args.out, rows=rows)}")
 
 
 if __name__ == "__main__":

@@ -22,11 +22,9 @@ FLOPs" through the base point, so the gap shows where fixed overhead (small work
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import matmul_rate  # noqa: E402  (a sibling benchmark script)
+from timing import save_json, times  # noqa: E402
 
 from gankit import config as C  # noqa: E402
 from gankit.data.dataset import DatasetInfo  # noqa: E402
@@ -83,18 +82,12 @@ def make_step(batch: int, side: int, width: int, device: str) -> Any:
 
 def measure(batch: int, side: int, width: int, reps: int, device: str) -> dict[str, Any]:
     step, path = make_step(batch, side, width, device)
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
+    secs = times(step, reps, warm=2)
     with FlopCounterMode(display=False) as fc:
         step()
-    sec = statistics.median(times)
+    sec = statistics.median(secs)
     flops = float(fc.get_total_flops())
-    return {"batch": batch, "side": side, "width": width, "step_s": sec, "step_s_all": times, "img_s": batch / sec,
+    return {"batch": batch, "side": side, "width": width, "step_s": sec, "step_s_all": secs, "img_s": batch / sec,
             "flops_per_step": flops, "achieved_flops": flops / sec, "fast_path": path}
 
 
@@ -155,11 +148,7 @@ def main() -> None:
             print(f"{knob:<6} {r['batch']:>5} {r['side']:>4} {r['width']:>5} {r['step_s'] * 1e3:>9.1f} "
                   f"{r['img_s']:>8.0f} {r['flops_per_step'] / 1e9:>10.2f} {r['achieved_flops'] / 1e9:>8.1f} "
                   f"{r['of_fp32_matmul']:>7.0%}", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
-                               "device": args.device, "fp32_matmul_flops": rate, "base": BASE, "sweeps": rows},
-                              indent=1))
+    out = save_json(args.out, device=args.device, fp32_matmul_flops=rate, base=BASE, sweeps=rows)
     plot(rows, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
 
