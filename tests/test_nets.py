@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -439,3 +441,32 @@ def test_same_transposed_conv_gives_a_dense_output_equal_to_the_cropped_full_one
     out = convT(x)
     torch.testing.assert_close(out, full[..., top : top + 7 * s, left : left + 7 * s], rtol=1e-5, atol=1e-5)
     assert out.is_contiguous(memory_format=CL if channels_last else torch.contiguous_format)
+
+
+@pytest.mark.parametrize("make", [lambda: torch.nn.Linear(30, 20), lambda: torch.nn.Conv2d(3, 8, 4, 2, 1),
+                                  lambda: torch.nn.ConvTranspose2d(8, 4, 4, 2, 1)], ids=["linear", "conv", "convT"])
+def test_spectral_norm_matches_pytorchs_bit_for_bit(make):
+    """gankit's leaner power iteration: the same vectors, weights and gradients as PyTorch's own."""
+    from torch.nn.utils.parametrizations import spectral_norm as torch_sn
+
+    from gankit.nets.conditional import SpectralNorm, has_spectral_norm, spectral_norm
+
+    torch.manual_seed(0)
+    base = make()
+    ours, theirs = copy.deepcopy(base), copy.deepcopy(base)
+    torch.manual_seed(1)  # the vectors' random start
+    spectral_norm(ours)
+    torch.manual_seed(1)
+    torch_sn(theirs)
+    assert isinstance(ours.parametrizations.weight[0], SpectralNorm) and has_spectral_norm(ours)
+    assert has_spectral_norm(theirs)  # a checkpoint's nets made by PyTorch's own count too
+    x = torch.randn(5, *((30,) if isinstance(base, torch.nn.Linear) else (base.in_channels, 8, 8)))
+    for training in (True, True, False, True):
+        ours.train(training), theirs.train(training)
+        a, b = ours(x), theirs(x)
+        a.square().sum().backward()
+        b.square().sum().backward()
+        assert torch.equal(a, b)
+        for k, v in theirs.state_dict().items():
+            assert torch.equal(ours.state_dict()[k], v), k
+        assert torch.equal(ours.parametrizations.weight.original.grad, theirs.parametrizations.weight.original.grad)
