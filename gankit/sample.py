@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from gankit.data.files import atomic_write_bytes
 from gankit.errors import GankitError, first_line
 from gankit.run import RunDir, latest_good_checkpoint, load_checkpoint
 from gankit.train.build import make_nets, resolve_device, sample_noise, value_range
-from gankit.train.speed import fast_path
+from gankit.train.speed import FastPath, fast_path, inference_channels_last
 from gankit.viz.grid import default_scale, make_grid, save_image
 
 
@@ -96,17 +97,19 @@ def generate(lg: LoadedGenerator, n: int, *, seed: int = 0, labels: torch.Tensor
     elif not cfg.model.conditional and labels is not None:
         raise GankitError("this run's generator is not conditional: --class does not apply")
     out = []
-    # the run's precision (bf16 autocast where the hardware has bf16 units); channels_last does not
-    # matter for a generator's flat input
+    # the run's precision (bf16 autocast where the hardware has bf16 units)
     fast = fast_path(precision=cfg.train.precision, channels_last=False, compile="off", device=lg.device,
                      nets=(lg.G,))
+    G = lg.G
+    if inference_channels_last(G, lg.device, fast.dtype):  # a channels_last copy: lg.G stays as loaded
+        G = FastPath(device=lg.device, channels_last=True).prepare(copy.deepcopy(G))
     with torch.inference_mode(), fast.autocast():
         lo, hi = rows or (0, n)
         for i in range(lo, hi, batch):
             j = min(i + batch, hi)
             zb = z[i:j].to(lg.device)
             yb = labels[i:j].to(lg.device) if labels is not None else None
-            x = lg.G(zb, yb).float()
+            x = G(zb, yb).float()
             if not bool(torch.isfinite(x).all()):  # uint8 would turn NaN into black and score it as such
                 raise GankitError(f"the generator in {lg.weights} produced NaN or infinite pixels (it has "
                                   "diverged); sample or evaluate an earlier checkpoint (--checkpoint)")
