@@ -462,7 +462,8 @@ def test_spectral_norm_matches_pytorchs_bit_for_bit(make):
     assert has_spectral_norm(theirs)  # a checkpoint's nets made by PyTorch's own count too
     x = torch.randn(5, *((30,) if isinstance(base, torch.nn.Linear) else (base.in_channels, 8, 8)))
     for training in (True, True, False, True):
-        ours.train(training), theirs.train(training)
+        ours.train(training)
+        theirs.train(training)
         a, b = ours(x), theirs(x)
         a.square().sum().backward()
         b.square().sum().backward()

@@ -180,7 +180,16 @@ def test_sampling_through_a_channels_last_copy_gives_the_same_images(monkeypatch
     torch.manual_seed(0)
     G, _ = build_nets(cfg.model, image_shape=(1, 28, 28), num_classes=10)
     lg = LoadedGenerator(G=G.eval(), cfg=cfg, info=info, step=0, device=CPU)
+    prepared = []
+    prepare = speed.FastPath.prepare
+
+    def spy(fp, net):
+        prepared.append(fp.channels_last)
+        return prepare(fp, net)
+
+    monkeypatch.setattr(speed.FastPath, "prepare", spy)
     images, labels, z = generate(lg, 24, seed=5, batch=10)
+    assert prepared == [True]  # sampled through a channels_last copy
     assert all(p.is_contiguous() for p in G.parameters())  # the loaded generator is left as it was
     with torch.inference_mode():
         want = to_uint8(G(z, labels), value_range=(-1.0, 1.0))
