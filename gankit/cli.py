@@ -10,13 +10,32 @@ import math
 import os
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from gankit.errors import GankitError, first_line
+
+
+def _exit(status: int) -> NoReturn:
+    """Leave with ``status``; a torchrun rank whose command failed leaves at once (see :func:`gankit.dist.broken`)."""
+    dist = sys.modules.get("gankit.dist")  # loaded only by commands that can run as a rank
+    if dist is not None and dist.broken():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
+def _bug_in_a_rank() -> None:
+    """A bug (not a user error) in a torchrun rank: print its traceback and leave at once, as :func:`_exit`."""
+    dist = sys.modules.get("gankit.dist")
+    if dist is not None and dist.broken():
+        traceback.print_exc()
+        _exit(1)
 
 
 class _Group(click.Group):
@@ -27,19 +46,14 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except GankitError as exc:
             click.echo(f"error: {exc}", err=True)
-            dist = sys.modules.get("gankit.dist")  # loaded only by commands that can run as a rank
-            if dist is not None and dist.broken():  # a failed collective: skip the teardown that can abort
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(2)
-            sys.exit(2)
+            _exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
-            sys.exit(130)
+            _exit(130)
         except OSError as exc:  # a full disk, a folder that cannot be written: the user's to fix, not a bug
             if exc.errno == errno.EPIPE:  # `gankit presets | head`: the reader left; nothing to report
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-                sys.exit(141)
+                _exit(141)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 click.echo(f"error: the disk is full (writing {exc.filename or 'a file'}); free some space. A "
                            "run's checkpoints are written whole or not at all: `gankit train --resume RUN` "
@@ -47,16 +61,20 @@ class _Group(click.Group):
             else:
                 where = f"{exc.filename}: " if exc.filename else ""
                 click.echo(f"error: {where}{exc.strerror or exc}", err=True)
-            sys.exit(2)
+            _exit(2)
         except MemoryError:
             click.echo("error: out of memory; ask for fewer samples or a smaller batch", err=True)
-            sys.exit(2)
+            _exit(2)
         except RuntimeError as exc:  # PyTorch's allocator reports a too-large request as a RuntimeError
             if "can't allocate memory" not in str(exc) and "out of memory" not in str(exc):
+                _bug_in_a_rank()
                 raise
             click.echo(f"error: out of memory ({first_line(exc, 160)}); ask for fewer samples (--n) or a "
                        "smaller batch", err=True)
-            sys.exit(2)
+            _exit(2)
+        except Exception:
+            _bug_in_a_rank()
+            raise
 
 
 def _warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:

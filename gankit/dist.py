@@ -102,11 +102,12 @@ def init(device: torch.device) -> torch.device:
     return device
 
 
-_BROKEN = False  # a collective failed: the group can no longer be torn down cleanly
+_BROKEN = False  # this rank ended in an error while its group was up: it cannot be torn down safely
 
 
 def broken() -> bool:
-    """Whether a collective failed in this process (see :func:`session`): leave with ``os._exit``."""
+    """Whether this rank's command ended in an error while its process group was up (see :func:`session`):
+    leave with ``os._exit`` once the error is printed, skipping the group's teardown and the interpreter's."""
     return _BROKEN
 
 
@@ -129,16 +130,22 @@ def session(device_name: str = "auto") -> Iterator[None]:
     try:
         yield
         barrier()  # every rank returns once rank 0 has finished writing
-    except RuntimeError as exc:
-        if not (active() and _from_collective(exc)):
+    except BaseException as exc:
+        if not active():
             raise
-        # gloo's and DDP's threads are left mid-operation: tearing the group down, or the interpreter's
-        # normal exit, can then end in C++'s "terminate called without an active exception" (SIGABRT)
-        # instead of the error below, so the CLI leaves with os._exit once it has printed it
+        # An error with the group up leaves gloo's and DDP's threads mid-operation, on this rank (a failed
+        # collective) or on the others (this rank's own error). Tearing the group down, or the interpreter's
+        # normal exit, can then abort ("terminate called without an active exception") or hang for good:
+        # ProcessGroupGloo's destructor joins a worker thread that is still releasing a finished all-reduce
+        # and waits for the GIL, which an exiting interpreter never gives back. The other ranks then wait in
+        # their next collective until the timeout (10 minutes), and torchrun with them. So the CLI leaves
+        # with os._exit once it has printed the error; the others see the connection close at once.
         global _BROKEN
         _BROKEN = True
-        raise GankitError(f"rank {rank()} of {world()}: lost contact with the other ranks ({first_line(exc)}); "
-                          "another rank probably failed: see its error above") from None
+        if isinstance(exc, RuntimeError) and _from_collective(exc):
+            raise GankitError(f"rank {rank()} of {world()}: lost contact with the other ranks "
+                              f"({first_line(exc)}); another rank probably failed: see its error above") from None
+        raise
     finally:
         shutdown()
 

@@ -151,6 +151,67 @@ def test_only_collective_failures_are_reported_as_lost_contact() -> None:
     assert dist._from_collective(raised(store_died))
 
 
+def _fake_group(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Makes :func:`dist.session` see a running group of 2 ranks; returns the list its teardown appends to."""
+    torn: list[str] = []
+    monkeypatch.setattr(dist, "_BROKEN", False)
+    monkeypatch.setattr(dist, "active", lambda: True)
+    monkeypatch.setattr(dist, "barrier", lambda: None)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda: torn.append("destroyed"))
+    return torn
+
+
+def test_a_rank_that_fails_leaves_its_group_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tearing a group down after an error can hang (gloo's destructor waits for a thread that waits for the
+    # GIL) and leave the other ranks waiting for the timeout: a failing rank is marked to leave with os._exit.
+    torn = _fake_group(monkeypatch)
+    with dist.session():
+        pass
+    assert torn == ["destroyed"] and not dist.broken()
+
+    torn.clear()
+    with pytest.raises(GankitError, match="bad input"), dist.session():
+        raise GankitError("bad input")
+    assert dist.broken() and torn == []
+
+
+def test_a_failed_rank_exits_at_once_with_the_error_printed(monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from gankit import cli
+
+    class Left(Exception):
+        pass
+
+    def leave(status: int) -> None:
+        raise Left(status)
+
+    _fake_group(monkeypatch)
+    monkeypatch.setattr(os, "_exit", leave)
+
+    @cli.main.command("fails-in-a-rank")
+    def fails() -> None:
+        with dist.session():
+            raise GankitError("rank 1 read a bad file")
+
+    @cli.main.command("bug-in-a-rank")
+    def bug() -> None:
+        with dist.session():
+            raise ValueError("a bug")
+
+    try:
+        for command, status, said in (("fails-in-a-rank", 2, "error: rank 1 read a bad file"),
+                                      ("bug-in-a-rank", 1, "ValueError: a bug")):
+            monkeypatch.setattr(dist, "_BROKEN", False)
+            with pytest.raises(Left) as left:
+                cli.main([command], standalone_mode=False)
+            assert left.value.args == (status,)
+            assert said in capsys.readouterr().err
+    finally:
+        cli.main.commands.pop("fails-in-a-rank")
+        cli.main.commands.pop("bug-in-a-rank")
+
+
 def test_timeout_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(dist.TIMEOUT_ENV, "soon")
     with pytest.raises(GankitError, match="GANKIT_DIST_TIMEOUT must be a number of seconds"):
