@@ -4,8 +4,8 @@
 # of the presets on the GPU with the fast path (bf16 autocast, data resident on the GPU, channels_last) at a large batch, and the achieved
 # fraction of the GPU's measured bf16 matrix rate. Run from the repository root:
 #   GANKIT_DATA=../shared/data bash benchmarks/gpu_check.sh
-# Writes pytest_cuda.log, gpu_check.json and gpu_check_compiled.json to $OUT when that is set (the device tool's folder of
-# files that come back), else to benchmarks/out/. torch.compile(mode="reduce-overhead") (CUDA graphs) for
+# Writes pytest_cuda.log, gpu_check.json, gpu_check_compiled.json and gpu_inception.json to $OUT when that
+# is set (the device tool's folder of files that come back), else to benchmarks/out/. torch.compile(mode="reduce-overhead") (CUDA graphs) for
 # the small, launch-bound nets is measured as a second table for three 28x28 presets. Each row also has
 # sampling images/s on the GPU and the domain evaluator's images/s (on the CPU, where gankit evaluate runs it).
 #
@@ -52,3 +52,7 @@ timeout 200 "$PY" benchmarks/throughput.py "${common[@]}" --out "$DEST/gpu_check
 [ "$DEVICE" = cuda ] || exit 0  # CUDA graphs need CUDA; the smoke test stops here
 timeout 170 "$PY" benchmarks/throughput.py "${common[@]}" --set "train.compile='reduce-overhead'" \
   --out "$DEST/gpu_check_compiled.json" mnist-best seed002-mlp-mnist seed001-dcgan-mnist
+# Inception on the GPU (gankit eval --metrics fid), against the CPU: needs the network's 83 MiB file (the
+# [inception] extra or GANKIT_INCEPTION), which the device tool's 64 MiB of carried files cannot hold
+timeout 120 "$PY" benchmarks/inception_speed.py --device "$DEVICE" --n 2000 --out "$DEST/gpu_inception.json" \
+  || echo "Inception speed: not measured (exit $?; without the network it says so above)"

@@ -338,8 +338,10 @@ def data_show(name: str, out: str, n: int, split: str, seed: int, resolution: in
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option("--data-root", type=click.Path(file_okay=False))
 @click.option("--no-ema", is_flag=True, help="evaluate the raw G of a run that keeps G_ema (model.ema)")
+@click.option("--device", default="auto", show_default=True,
+              help="where G samples and the Inception network runs: auto (a GPU when there is one), cpu, cuda[:N]")
 def eval_(run_dir: str | None, metrics: str, n: int, against: str, real_dataset: str | None, checkpoint: str | None,
-          seed: int, data_root: str | None, no_ema: bool) -> None:
+          seed: int, data_root: str | None, no_ema: bool, device: str) -> None:
     """Quality metrics of a run's generator (a table, and JSON in RUN/eval/)."""
     from gankit import dist
     from gankit.evaluate import evaluate_real, evaluate_run, format_table
@@ -351,12 +353,17 @@ def eval_(run_dir: str | None, metrics: str, n: int, against: str, real_dataset:
         raise GankitError(f"--n must be at least 2, got {n}")
     if not (real_dataset or run_dir):
         raise GankitError("give a run directory, or --real DATASET for the real-vs-real floor")
-    with dist.session("cpu"):  # under torchrun the ranks share sampling and feature extraction
+    from gankit.train.build import resolve_device
+
+    resolve_device(device)  # a device this machine lacks fails before any work
+    # under torchrun the ranks share sampling and feature extraction, each on its own GPU where there are GPUs;
+    # what they exchange (features, samples) is small, so their group is gloo's, on the CPU
+    with dist.session("cpu"):
         if real_dataset:
-            result = evaluate_real(real_dataset, metrics=names, n=n, root=data_root)
+            result = evaluate_real(real_dataset, metrics=names, n=n, root=data_root, device=device)
         else:
             result = evaluate_run(run_dir, metrics=names, n=n, against=against, root=data_root, seed=seed,
-                                  checkpoint=checkpoint, ema=not no_ema)
+                                  checkpoint=checkpoint, ema=not no_ema, device=device)
         if dist.is_main():
             click.echo(format_table(result))
 

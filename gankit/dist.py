@@ -82,13 +82,24 @@ def timeout() -> datetime.timedelta:
     return datetime.timedelta(seconds=seconds)
 
 
+def local_device(device: str | torch.device) -> torch.device:
+    """``device`` resolved (``auto``: a GPU when there is one), as ``cuda:LOCAL_RANK`` in a rank of a torchrun job
+    on GPUs: each rank computes on its own GPU."""
+    from gankit.train.build import resolve_device
+
+    device = resolve_device(device) if isinstance(device, str) else device
+    if launched() and device.type == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
 def init(device: torch.device) -> torch.device:
     """Start the process group when launched by torchrun (idempotent) and return this rank's device:
     ``cuda:LOCAL_RANK`` on GPUs, ``device`` otherwise."""
     if not launched():
         return device
+    device = local_device(device)
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     if not torch.distributed.is_initialized():
         for var in ("RANK", "MASTER_ADDR", "MASTER_PORT"):

@@ -75,11 +75,13 @@ def real_reference(ev: Evaluator, dataset: str, *, split: str, n: int, root: str
     return ref
 
 
-def inception_reference(dataset: str, *, split: str, n: int, root: str | None) -> tuple[Any, torch.Tensor]:
-    """(Inception extractor, Inception features of the first ``n`` real images), cached like the evaluator's."""
+def inception_reference(dataset: str, *, split: str, n: int, root: str | None, device: str | torch.device = "cpu",
+                        ) -> tuple[Any, torch.Tensor]:
+    """(Inception extractor on ``device``, Inception features of the first ``n`` real images), cached like
+    the evaluator's (features are computed in full fp32 on any device: they agree to about 1e-5)."""
     from gankit.metrics.inception import InceptionFeatures
 
-    inc = InceptionFeatures()
+    inc = InceptionFeatures(device=device)
     ds = load_dataset(dataset, root=root, split=split)
     n = min(n, len(ds))
     key = json.dumps(["inception", inc.sha1, dataset, split, n, ds.files])
@@ -153,11 +155,14 @@ def compute_metrics(ev: Evaluator, ref: dict[str, torch.Tensor], fake: torch.Ten
 
 def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METRICS, n: int = 10_000,
                  against: str = "test", root: str | None = None, seed: int = 0, checkpoint: str | None = None,
-                 modes_n: int = MODES_N, ema: bool = True) -> dict[str, Any]:
+                 modes_n: int = MODES_N, ema: bool = True, device: str = "cpu") -> dict[str, Any]:
     """Evaluate a run's generator (EMA when present) and write the result into the run directory.
 
     ``modes_n``: samples for Stacked MNIST mode counting (the protocol's 26,000 unless a test says less).
     ``ema``: False evaluates the raw G of a run that also keeps G_ema.
+    ``device``: where G samples (at the run's precision) and the Inception network runs (``auto``: a GPU when
+    there is one). The domain evaluator runs on the CPU wherever G does: its nets are small, and its cached
+    real features then match on every machine.
     """
     from gankit.sample import generate, load_generator
 
@@ -172,21 +177,22 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METR
     if n < dist.world():
         raise GankitError(f"--n {n} is fewer than the {dist.world()} processes sharing the work")
     t0 = time.perf_counter()
-    lg = load_generator(run_dir, checkpoint=checkpoint, ema=ema)
+    lg = load_generator(run_dir, checkpoint=checkpoint, ema=ema, device=str(dist.local_device(device)))
     dataset = lg.cfg.data.dataset
     # the Inception FID needs no domain evaluator, so it works for any dataset (a folder of images too)
     fam = family_of(dataset) if set(metrics) - {"fid"} else None
     ev = load_evaluator(fam) if fam else None
     result: dict[str, Any] = {"run": str(run_dir), "step": lg.step, "generator": lg.weights, "evaluator": fam,
                               "evaluator_sha256": ev.sha256 if ev else None, "against": against, "n": n,
-                              "seed": seed}
+                              "seed": seed, "device": lg.device.type}
     if set(metrics) - {"modes"}:
         # one sample set serves the Inception FID and the evaluator's metrics (sampling can dominate)
         labels = torch.arange(n) % lg.info.num_classes if lg.cfg.model.conditional else None
         fake, requested, _ = generate(lg, n, seed=seed, labels=labels, rows=dist.chunk(n))
         fake = dist.gather_rows(fake)  # under torchrun each rank made its share of the same samples
     if "fid" in metrics:
-        inc, inc_ref = inception_reference(dataset, split=against, n=n, root=root or lg.cfg.data.root)
+        inc, inc_ref = inception_reference(dataset, split=against, n=n, root=root or lg.cfg.data.root,
+                                           device=lg.device)
         result[f"fid{_tag(n)}-{against}"] = fid(dist.map_rows(inc, fake), inc_ref)
         result["inception_seconds"] = round(inc.seconds, 1)
     if ev is not None and set(metrics) - {"modes", "fid"}:
@@ -226,8 +232,9 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METR
 
 
 def evaluate_real(dataset: str, *, metrics: tuple[str, ...] = DEFAULT_METRICS, n: int = 10_000,
-                  root: str | None = None) -> dict[str, Any]:
-    """The floor: the train split's first n images scored against the test split, as if generated."""
+                  root: str | None = None, device: str = "cpu") -> dict[str, Any]:
+    """The floor: the train split's first n images scored against the test split, as if generated
+    (``device``: where the Inception network runs, as in :func:`evaluate_run`)."""
     t0 = time.perf_counter()
     # the Inception FID alone needs no domain evaluator
     ev = load_evaluator(family_of(dataset)) if set(metrics) - {"fid"} else None
@@ -244,7 +251,7 @@ def evaluate_real(dataset: str, *, metrics: tuple[str, ...] = DEFAULT_METRICS, n
             _, probs = dist.map_rows(ev, images)
             result["cond_acc"] = float((probs.argmax(1) == labels).double().mean())
     if "fid" in metrics:
-        inc, inc_ref = inception_reference(dataset, split="test", n=n, root=root)
+        inc, inc_ref = inception_reference(dataset, split="test", n=n, root=root, device=dist.local_device(device))
         result[f"fid{_tag(len(idx))}-test"] = fid(dist.map_rows(inc, ds.images[idx]), inc_ref)
     result["seconds"] = round(time.perf_counter() - t0, 2)
     return result

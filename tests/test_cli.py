@@ -3,6 +3,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -63,9 +64,13 @@ def test_train_then_sample(tmp_path):
     r = run("sample", out, "--class", "3", "--out", tmp_path / "c.png")
     assert r.exit_code == 2 and "not conditional" in r.output
     (tmp_path / "afile").write_text("x")  # outputs that cannot be written, bad devices: one clear line
-    for args, message in ((["sample", out, "--out", tmp_path / "afile" / "x.png"], "a file is in the way"),
-                          (["sample", out, "--device", "bogus"], "unknown device"),
-                          (["data", "show", "mnist-demo", "--out", tmp_path / "x.bmp"], "give a .png")):
+    bad = [(["sample", out, "--out", tmp_path / "afile" / "x.png"], "a file is in the way"),
+           (["sample", out, "--device", "bogus"], "unknown device"),
+           (["eval", out, "--device", "bogus"], "unknown device"),
+           (["data", "show", "mnist-demo", "--out", tmp_path / "x.bmp"], "give a .png")]
+    if not torch.cuda.is_available():
+        bad.append((["eval", out, "--device", "cuda"], "PyTorch sees no CUDA GPU"))
+    for args, message in bad:
         r = run(*args, "--n", "4")
         assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
     # a resume that does not start (a dry run, a setting the run's nets cannot load) keeps its config

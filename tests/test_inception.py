@@ -7,7 +7,7 @@ import torch
 from gankit.data import load_dataset
 from gankit.errors import GankitError
 from gankit.metrics.fid import fid
-from gankit.metrics.inception import InceptionFeatures, speed_up, weights_path
+from gankit.metrics.inception import InceptionFeatures, full_fp32, resize_like_nvidia, speed_up, weights_path
 
 N = 12  # Inception runs at a few images per second on 2 CPU cores
 
@@ -56,8 +56,9 @@ def test_eval_fid_on_a_run(tmp_path):
 
     cfg = C.build("seed002-mlp-mnist", overrides=[*tiny_overrides(2), "data.dataset='mnist-demo'"])
     train(cfg, tmp_path / "r", progress=False)
-    res = evaluate_run(tmp_path / "r", metrics=("fid",), n=8)
+    res = evaluate_run(tmp_path / "r", metrics=("fid",), n=8, device="auto")
     assert res["fid8-test"] > 0 and res["inception_seconds"] > 0
+    assert res["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _graph_calls(net, name):
@@ -95,3 +96,22 @@ def test_a_rewrite_that_does_not_check_out_falls_back_to_the_original(monkeypatc
     with pytest.warns(UserWarning, match="did not check out .*differ"):
         inc = InceptionFeatures()
     assert _graph_calls(inc.net, "aten::contiguous") > 0  # the file's own graph
+
+
+def test_fid_runs_in_full_fp32_on_cuda() -> None:
+    # cuDNN's convolutions default to TF32 on recent GPUs; the features must come from the network as published
+    conv, mm = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = conv.fp32_precision, mm.fp32_precision
+    with full_fp32(torch.device("cpu")):
+        assert (conv.fp32_precision, mm.fp32_precision) == before
+    with full_fp32(torch.device("cuda")):
+        assert conv.fp32_precision == mm.fp32_precision == "ieee"
+    assert (conv.fp32_precision, mm.fp32_precision) == before
+    with pytest.raises(KeyError), full_fp32(torch.device("cuda")):
+        raise KeyError("an error inside")
+    assert (conv.fp32_precision, mm.fp32_precision) == before
+
+
+def test_resizing_keeps_the_images_device() -> None:
+    x = torch.rand(2, 3, 28, 28, device="meta")
+    assert resize_like_nvidia(x).device == x.device

@@ -10,10 +10,12 @@ values), then [0, 1] to [-1, 0.9921875] (TensorFlow's (x - 128) / 128 on 0..255)
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -66,11 +68,35 @@ def weights_path(explicit: str | os.PathLike[str] | None = None) -> Path:
 def resize_like_nvidia(x: torch.Tensor, size: int = SIZE) -> torch.Tensor:
     """Bilinear resize on float images ``[N, C, H, W]`` with StyleGAN's sampling grid (border padding)."""
     n, c, h, w = x.shape
-    theta = torch.eye(2, 3, dtype=x.dtype).unsqueeze(0).repeat(n, 1, 1)
+    theta = torch.eye(2, 3, dtype=x.dtype, device=x.device).unsqueeze(0).repeat(n, 1, 1)
     theta[:, 0, 2] += 1.0 / w - 1.0 / size
     theta[:, 1, 2] += 1.0 / h - 1.0 / size
     grid = F.affine_grid(theta, [n, c, size, size], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+@contextlib.contextmanager
+def full_fp32(device: torch.device) -> Iterator[None]:
+    """On CUDA, convolutions and matrix products in full fp32 while inside: PyTorch lets cuDNN's convolutions
+    use TF32 (10-bit mantissas) by default, and FID must be computed from the network as published."""
+    if device.type != "cuda":
+        yield
+        return
+    conv, mm = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    if hasattr(conv, "fp32_precision"):  # PyTorch 2.9 and later
+        old = conv.fp32_precision, mm.fp32_precision
+        conv.fp32_precision = mm.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision, mm.fp32_precision = old
+        return
+    old = torch.backends.cudnn.allow_tf32, mm.allow_tf32
+    torch.backends.cudnn.allow_tf32 = mm.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, mm.allow_tf32 = old
 
 
 def _calls(node: torch._C.Node, name: str) -> bool:
@@ -162,11 +188,12 @@ def speed_up(net: torch.jit.ScriptModule, *, fuse_relu: bool) -> int:
 class InceptionFeatures:
     """2048-d pool features of the TF Inception network, for uint8 images of any size, grey or RGB."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, device: str = "cpu") -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, device: str | torch.device = "cpu") -> None:
         self.path = weights_path(path)
         self.sha1 = SHA1
         self.device = torch.device(device)
-        self.net = self._fast_net()
+        with full_fp32(self.device):
+            self.net = self._fast_net()
 
     def _load(self) -> torch.jit.ScriptModule:
         return torch.jit.load(str(self.path), map_location="cpu").eval().to(self.device)
@@ -194,14 +221,18 @@ class InceptionFeatures:
         return original
 
     @torch.inference_mode()
-    def __call__(self, images: torch.Tensor, *, batch: int = 50, progress: bool = True) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, *, batch: int | None = None, progress: bool = True) -> torch.Tensor:
+        """Features ``[N, 2048]`` (float64, on the CPU) of uint8 images, ``batch`` at a time (50 on a CPU,
+        250 on a GPU)."""
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError("Inception features take uint8 images [N, 1|3, H, W]")
         from tqdm import tqdm
 
+        batch = batch or (50 if self.device.type == "cpu" else 250)
         out = []
         t0 = time.perf_counter()
-        with tqdm(total=len(images), unit="img", desc="inception", disable=not progress) as bar:
+        with (tqdm(total=len(images), unit="img", desc="inception", disable=not progress) as bar,
+              full_fp32(self.device)):
             for i in range(0, len(images), batch):
                 x = images[i : i + batch].to(self.device).float() / 255.0  # [B, C, H, W] in [0, 1]
                 if x.shape[1] == 1:
