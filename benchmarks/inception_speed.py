@@ -28,7 +28,7 @@ def rate(inc: InceptionFeatures, images: torch.Tensor) -> tuple[float, torch.Ten
     """(images/s, features) of one pass over ``images`` after a warm-up batch (kernel choice, cuDNN plans)."""
     inc(images[:8], progress=False)
     if inc.device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(inc.device)
     t0 = time.perf_counter()
     feats = inc(images, progress=False)  # its features come back to the CPU: the pass ends synchronised
     return len(images) / (time.perf_counter() - t0), feats

@@ -20,22 +20,31 @@ import click
 from gankit.errors import GankitError, first_line
 
 
-def _exit(status: int) -> NoReturn:
-    """Leave with ``status``; a torchrun rank whose command failed leaves at once (see :func:`gankit.dist.broken`)."""
+def _rank_leaves(status: int) -> None:
+    """A torchrun rank whose command failed leaves here, at once, without the interpreter's teardown (see
+    :func:`gankit.dist.broken`); any other process returns."""
     dist = sys.modules.get("gankit.dist")  # loaded only by commands that can run as a rank
     if dist is not None and dist.broken():
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except OSError:  # a reader that left (a pipe) must not keep the rank from leaving
+                pass
         os._exit(status)
+
+
+def _exit(status: int) -> NoReturn:
+    """Leave with ``status`` (a failed torchrun rank with ``os._exit``, see :func:`_rank_leaves`)."""
+    _rank_leaves(status)
     sys.exit(status)
 
 
 def _bug_in_a_rank() -> None:
-    """A bug (not a user error) in a torchrun rank: print its traceback and leave at once, as :func:`_exit`."""
+    """A bug (not a user error) in a failed torchrun rank: print its traceback and leave at once."""
     dist = sys.modules.get("gankit.dist")
     if dist is not None and dist.broken():
         traceback.print_exc()
-        _exit(1)
+        _rank_leaves(1)
 
 
 class _Group(click.Group):
@@ -74,6 +83,11 @@ class _Group(click.Group):
             _exit(2)
         except Exception:
             _bug_in_a_rank()
+            raise
+        except SystemExit as exc:  # sys.exit inside a command: a failed rank still leaves without the teardown
+            if isinstance(exc.code, str):
+                click.echo(exc.code, err=True)
+            _rank_leaves(0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1)
             raise
 
 

@@ -78,7 +78,8 @@ def real_reference(ev: Evaluator, dataset: str, *, split: str, n: int, root: str
 def inception_reference(dataset: str, *, split: str, n: int, root: str | None, device: str | torch.device = "cpu",
                         ) -> tuple[Any, torch.Tensor]:
     """(Inception extractor on ``device``, Inception features of the first ``n`` real images), cached like
-    the evaluator's (features are computed in full fp32 on any device: they agree to about 1e-5)."""
+    the evaluator's. The network runs in full fp32 on any device (a GPU's features are tested to agree with
+    the CPU's to 1e-4 of their scale), so the cache does not depend on the device."""
     from gankit.metrics.inception import InceptionFeatures
 
     inc = InceptionFeatures(device=device)
@@ -153,6 +154,14 @@ def compute_metrics(ev: Evaluator, ref: dict[str, torch.Tensor], fake: torch.Ten
     return out
 
 
+def _eval_device(device: str) -> torch.device:
+    """Where an evaluation samples and runs Inception: ``device`` resolved, this rank's own GPU under torchrun."""
+    dev = dist.local_device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)  # checks such as bf16 support, and tensors made without a device, go there
+    return dev
+
+
 def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METRICS, n: int = 10_000,
                  against: str = "test", root: str | None = None, seed: int = 0, checkpoint: str | None = None,
                  modes_n: int = MODES_N, ema: bool = True, device: str = "cpu") -> dict[str, Any]:
@@ -177,7 +186,7 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METR
     if n < dist.world():
         raise GankitError(f"--n {n} is fewer than the {dist.world()} processes sharing the work")
     t0 = time.perf_counter()
-    lg = load_generator(run_dir, checkpoint=checkpoint, ema=ema, device=str(dist.local_device(device)))
+    lg = load_generator(run_dir, checkpoint=checkpoint, ema=ema, device=str(_eval_device(device)))
     dataset = lg.cfg.data.dataset
     # the Inception FID needs no domain evaluator, so it works for any dataset (a folder of images too)
     fam = family_of(dataset) if set(metrics) - {"fid"} else None
@@ -219,8 +228,10 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METR
     out = Path(run_dir) / "eval"
     out.mkdir(exist_ok=True)
     # one file per protocol (step, split, n, seed, which G); a later evaluation with other metrics adds to it
+    # G's samples depend on the device (a GPU samples at the run's precision, bf16 by default), so a GPU's
+    # numbers go to their own file rather than merging with a CPU's
     path = out / (f"step-{lg.step:08d}-{against}-{_tag(n)}" + (f"-seed{seed}" if seed else "")
-                  + ("" if ema else "-noema") + ".json")
+                  + ("" if ema else "-noema") + ("" if lg.device.type == "cpu" else f"-{lg.device.type}") + ".json")
     try:
         earlier = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -236,11 +247,12 @@ def evaluate_real(dataset: str, *, metrics: tuple[str, ...] = DEFAULT_METRICS, n
     """The floor: the train split's first n images scored against the test split, as if generated
     (``device``: where the Inception network runs, as in :func:`evaluate_run`)."""
     t0 = time.perf_counter()
+    dev = _eval_device(device) if "fid" in metrics else torch.device("cpu")  # the rest runs on the CPU
     # the Inception FID alone needs no domain evaluator
     ev = load_evaluator(family_of(dataset)) if set(metrics) - {"fid"} else None
     ds = load_dataset(dataset, root=root, split="train")
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[: min(n, len(ds))]
-    result: dict[str, Any] = {"dataset": dataset, "n": len(idx)}
+    result: dict[str, Any] = {"dataset": dataset, "n": len(idx), "device": dev.type}
     if ev is not None:
         ref = real_reference(ev, dataset, split="test", n=n, root=root)
         images, labels = _channels_for(ev, ds.subset(idx))
@@ -251,7 +263,7 @@ def evaluate_real(dataset: str, *, metrics: tuple[str, ...] = DEFAULT_METRICS, n
             _, probs = dist.map_rows(ev, images)
             result["cond_acc"] = float((probs.argmax(1) == labels).double().mean())
     if "fid" in metrics:
-        inc, inc_ref = inception_reference(dataset, split="test", n=n, root=root, device=dist.local_device(device))
+        inc, inc_ref = inception_reference(dataset, split="test", n=n, root=root, device=dev)
         result[f"fid{_tag(len(idx))}-test"] = fid(dist.map_rows(inc, ds.images[idx]), inc_ref)
     result["seconds"] = round(time.perf_counter() - t0, 2)
     return result

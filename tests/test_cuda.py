@@ -141,3 +141,4 @@ def test_eval_on_the_gpu(tmp_path):
     train(tiny_config("seed001-dcgan-mnist", SHARED, steps=2, extra=CUDA), tmp_path / "r", progress=False)
     res = evaluate_run(tmp_path / "r", metrics=("fid",), n=64, device="cuda")
     assert res["device"] == "cuda" and math.isfinite(res["fid64-test"]) and res["fid64-test"] > 0
+    assert (tmp_path / "r" / "eval" / "step-00000002-test-64-cuda.json").exists()  # apart from a CPU's numbers

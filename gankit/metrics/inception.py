@@ -82,21 +82,22 @@ def full_fp32(device: torch.device) -> Iterator[None]:
     if device.type != "cuda":
         yield
         return
-    conv, mm = torch.backends.cudnn.conv, torch.backends.cuda.matmul
-    if hasattr(conv, "fp32_precision"):  # PyTorch 2.9 and later
-        old = conv.fp32_precision, mm.fp32_precision
-        conv.fp32_precision = mm.fp32_precision = "ieee"
-        try:
-            yield
-        finally:
-            conv.fp32_precision, mm.fp32_precision = old
-        return
-    old = torch.backends.cudnn.allow_tf32, mm.allow_tf32
-    torch.backends.cudnn.allow_tf32 = mm.allow_tf32 = False
+    cudnn, mm = torch.backends.cudnn, torch.backends.cuda.matmul
+    new_api = hasattr(getattr(cudnn, "conv", None), "fp32_precision")  # PyTorch 2.9 and later
+    flags = (cudnn.conv, cudnn.rnn, mm) if new_api else ()
+    # saved through the new API where there is one: the legacy getter raises on flags set by a mix of the two
+    old = [f.fp32_precision for f in flags] if new_api else [cudnn.allow_tf32, mm.allow_tf32]
+    # switched off through the legacy setters on every version: the new API's explicit "ieee" on the convolutions
+    # alone would make any legacy read of cudnn.allow_tf32 raise while the network runs
+    cudnn.allow_tf32 = mm.allow_tf32 = False
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32, mm.allow_tf32 = old
+        if new_api:
+            for f, value in zip(flags, old, strict=True):
+                f.fp32_precision = value
+        else:
+            cudnn.allow_tf32, mm.allow_tf32 = old
 
 
 def _calls(node: torch._C.Node, name: str) -> bool:
