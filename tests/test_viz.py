@@ -349,6 +349,27 @@ def test_tensorboard_mirrors_stats_and_samples(tmp_path):
     json.dumps(acc.Tags())  # tags are plain strings
 
 
+def test_the_watcher_is_closed_when_training_fails(tmp_path, monkeypatch):
+    # TensorBoard's events are flushed however the loop ends, not only when it reaches its last step
+    import gankit.train.loop as loop
+    from gankit.viz.watch import Watcher
+
+    closed = []
+    monkeypatch.setattr(Watcher, "close", lambda self: closed.append(True))
+    real = loop.append_stats
+
+    def fails_at_step_4(run, record):
+        if record.get("step") == 4:
+            raise GankitError("the stats file cannot be written")
+        real(run, record)
+
+    monkeypatch.setattr(loop, "append_stats", fails_at_step_4)
+    cfg = tiny_config("seed002-mlp-mnist", SHARED, steps=6, extra=["train.tensorboard=false"])
+    with pytest.raises(GankitError, match="cannot be written"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert closed == [True]
+
+
 def test_a_failing_picture_warns_and_training_goes_on(tmp_path, monkeypatch):
     import gankit.viz.judge as J
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
@@ -545,7 +546,8 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     started = time.perf_counter()
     stopped_by: str | None = None
     warned_stuck = False  # loss.clip_eps: told once that every logit is beyond the clip (until that ends)
-    with _StopSignals() as signals:
+    # TensorBoard's mirror is flushed however the loop ends (an error, a second Ctrl-C), not only at the end
+    with _StopSignals() as signals, contextlib.closing(watch) if watch is not None else contextlib.nullcontext():
         while step < t.steps:
             plan = schedule.plan(step)
             logs: dict[str, torch.Tensor] = {}
@@ -637,6 +639,4 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
             if out_of_time:
                 break
     bar.close()
-    if watch is not None:
-        watch.close()  # viz
     return TrainResult(run=run, step=step, images_seen=images_seen, last=last, stopped_by=stopped_by)
