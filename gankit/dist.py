@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime
+import math
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -40,9 +41,19 @@ _STOP_CODES = (None, "time limit", "SIGTERM", "SIGINT")
 
 # ---- who am I ------------------------------------------------------------------------------------------------
 
+def _env_int(name: str, default: str) -> int:
+    """A whole-number environment variable of the launcher, or a clear error naming it."""
+    raw = os.environ.get(name, default)
+    try:
+        return int(raw)
+    except ValueError:
+        raise GankitError(f"{name} must be a whole number, got {raw!r} (torchrun sets it; unset it to run as "
+                          "one process)") from None
+
+
 def launched() -> bool:
     """True in a process started by torchrun (or set up like one) with more than one rank."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return _env_int("WORLD_SIZE", "1") > 1
 
 
 def active() -> bool:
@@ -78,7 +89,9 @@ def timeout() -> datetime.timedelta:
     try:
         seconds = float(raw)
     except ValueError:
-        raise GankitError(f"{TIMEOUT_ENV} must be a number of seconds, got {raw!r}") from None
+        seconds = math.nan
+    if not seconds > 0 or math.isinf(seconds):
+        raise GankitError(f"{TIMEOUT_ENV} must be a positive number of seconds, got {raw!r}")
     return datetime.timedelta(seconds=seconds)
 
 
@@ -110,9 +123,19 @@ def init(device: torch.device) -> torch.device:
             if var not in os.environ:
                 raise GankitError(f"WORLD_SIZE is set but {var} is not: launch with torchrun "
                                   "(python -m torch.distributed.run) or set the variables it sets")
+        size, me = _env_int("WORLD_SIZE", "1"), _env_int("RANK", "0")
+        _env_int("MASTER_PORT", "0")
+        if not 0 <= me < size:
+            raise GankitError(f"RANK is {me}, but a job of WORLD_SIZE {size} has ranks 0 to {size - 1}")
         backend = "nccl" if device.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend, timeout=timeout(),
-                                             device_id=device if device.type == "cuda" else None)
+        where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+        try:
+            torch.distributed.init_process_group(backend, timeout=timeout(),
+                                                 device_id=device if device.type == "cuda" else None)
+        except (torch.distributed.DistError, RuntimeError, ValueError) as exc:
+            raise GankitError(f"rank {me} of {size} could not join the job at {where} ({first_line(exc)}): are the "
+                              f"other ranks running, with the same MASTER_ADDR and MASTER_PORT? ({TIMEOUT_ENV} "
+                              "sets how long to wait)") from None
         atexit.register(shutdown)
     return device
 

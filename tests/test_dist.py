@@ -229,11 +229,28 @@ def test_a_rank_needs_a_gpu_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_timeout_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(dist.TIMEOUT_ENV, "soon")
-    with pytest.raises(GankitError, match="GANKIT_DIST_TIMEOUT must be a number of seconds"):
-        dist.timeout()
+    for bad in ("soon", "-1", "0", "nan", "inf"):
+        monkeypatch.setenv(dist.TIMEOUT_ENV, bad)
+        with pytest.raises(GankitError, match="GANKIT_DIST_TIMEOUT must be a positive number of seconds"):
+            dist.timeout()
     monkeypatch.setenv(dist.TIMEOUT_ENV, "42")
     assert dist.timeout().total_seconds() == 42
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"WORLD_SIZE": "abc"}, "WORLD_SIZE must be a whole number, got 'abc'"),
+    ({"RANK": "abc"}, "RANK must be a whole number, got 'abc'"),
+    ({"RANK": "5"}, "RANK is 5, but a job of WORLD_SIZE 2 has ranks 0 to 1"),
+    ({"MASTER_PORT": "http"}, "MASTER_PORT must be a whole number"),
+    # rank 1 never comes: the wait for it ends in a clear error, not torch's traceback
+    ({"RANK": "0", dist.TIMEOUT_ENV: "1"}, "rank 0 of 2 could not join the job at 127.0.0.1:"),
+])
+def test_launcher_settings_are_checked(env: dict[str, str], message: str) -> None:
+    base = {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    cmd = [sys.executable, "-m", "gankit", "eval", "--real", "mnist-demo", "--metrics", "classes", "-n", "10"]
+    res = subprocess.run(cmd, cwd=ROOT, env=_env(**{**base, **env}), capture_output=True, text=True,
+                         timeout=LAUNCH_TIMEOUT)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
 
 
 # ---- 2 processes ------------------------------------------------------------------------------------------------
