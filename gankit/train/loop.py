@@ -339,10 +339,11 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
                               stacklevel=2)
             if dist.is_main():
                 set_aside_damaged(run, newer_than=ckpt)  # out of the rotation, which would keep them
-        if dist.is_main() and run.config() != cfg:  # the run's config records what it runs with, once it loads
+        if step >= t.steps:  # nothing to train: the run's config stays as it was
+            if dist.is_main():
+                print(f"{run.path}: already at step {step} of {t.steps}; raise train.steps (--steps) to go on")
+        elif dist.is_main() and run.config() != cfg:  # the run's config records what it runs with, once it loads
             atomic_write_bytes(run.config_path, dumps(cfg).encode())
-        if step >= t.steps and dist.is_main():
-            print(f"{run.path}: already at step {step} of {t.steps}; raise train.steps (--steps) to go on")
     if clusters:  # every image's cluster, by D's fitted (or restored) centres
         labels = cluster_labels(D, images, value_range=vrange)
         val_real_y = labels[val_idx.to(device)]
