@@ -72,14 +72,14 @@ class _Group(click.Group):
                 click.echo(f"error: {where}{exc.strerror or exc}", err=True)
             _exit(2)
         except MemoryError:
-            click.echo("error: out of memory; ask for fewer samples or a smaller batch", err=True)
+            click.echo("error: out of memory; ask for fewer images or a smaller batch", err=True)
             _exit(2)
         except RuntimeError as exc:  # PyTorch's allocator reports a too-large request as a RuntimeError
             if "can't allocate memory" not in str(exc) and "out of memory" not in str(exc):
                 _bug_in_a_rank()
                 raise
-            click.echo(f"error: out of memory ({first_line(exc, 160)}); ask for fewer samples (--n) or a "
-                       "smaller batch", err=True)
+            click.echo(f"error: out of memory ({first_line(exc, 160)}); ask for fewer images or a smaller batch",
+                       err=True)
             _exit(2)
         except Exception:
             _bug_in_a_rank()
@@ -202,8 +202,9 @@ def sample(run_dir: str, n: int, out: str, seed: int, classes: tuple[str, ...], 
     """Generate images from a trained run (conditional runs: --class, --per-class)."""
     import torch
 
-    from gankit.sample import class_indices, generate, load_generator, write_samples
+    from gankit.sample import check_room, check_samples_out, class_indices, generate, load_generator, write_samples
 
+    check_samples_out(out)  # before any sample is made
     lg = load_generator(run_dir, device=device, checkpoint=checkpoint, ema=not no_ema)
     labels, nrow = None, None
     if (classes or per_class) and not lg.cfg.model.conditional:
@@ -212,6 +213,7 @@ def sample(run_dir: str, n: int, out: str, seed: int, classes: tuple[str, ...], 
     if per_class is not None:
         if per_class <= 0:
             raise GankitError(f"--per-class must be positive, got {per_class}")
+        check_room(lg, per_class * len(idx))
         labels = torch.tensor(idx).repeat(per_class)  # row by row: every class once per row
         n, nrow = len(labels), len(idx)
     elif classes:
@@ -535,9 +537,10 @@ def clock(run_dir: str, time_: str, minutes: int, count: str | None, out: str, f
           checkpoint: str | None, device: str) -> None:
     """Seed 003's digital clock: generated digits cross-fading to the next minute (conditional digit runs)."""
     from gankit.sample import load_generator
+    from gankit.viz.interpolate import check_clock_out, write_clock
     from gankit.viz.interpolate import clock as make_clock
-    from gankit.viz.interpolate import write_clock
 
+    check_clock_out(out, fps=fps, hold=hold)  # before any frame is made
     lg = load_generator(run_dir, device=device, checkpoint=checkpoint)
     frames, settled = make_clock(lg, start=time_, count=count, minutes=minutes)
     path = write_clock(frames, settled, out, fps=fps, hold=hold)

@@ -12,7 +12,7 @@ from torch import nn
 
 from gankit.config import Config
 from gankit.data import DatasetInfo, to_uint8
-from gankit.data.files import atomic_write_bytes
+from gankit.data.files import atomic_write_bytes, available_memory
 from gankit.errors import GankitError, first_line
 from gankit.run import RunDir, latest_good_checkpoint, load_checkpoint
 from gankit.train.build import make_nets, resolve_device, sample_noise, value_range
@@ -79,6 +79,25 @@ def class_indices(requested: list[str], info: DatasetInfo) -> list[int]:
     return resolve_classes(requested, info.class_names, dataset=info.name)
 
 
+def check_samples_out(out: str | Path) -> Path:
+    """A samples file name gankit can write (.png/.jpg grid or .npz arrays), checked before sampling."""
+    out = Path(out)
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".npz"):
+        raise GankitError(f"--out {out}: use a .png, .jpg or .npz file name")
+    return out
+
+
+def check_room(lg: LoadedGenerator, n: int) -> None:
+    """A clear error, before any work, when ``n`` images (and their noise) would not fit in the memory free now
+    (a mistyped count would otherwise run for hours or end in the kernel's out-of-memory kill)."""
+    free = available_memory()
+    need = n * (lg.info.channels * lg.info.resolution**2 + 4 * lg.cfg.model.latent_dim + 8)
+    if free is not None and need > free:
+        size = f"{lg.info.channels}x{lg.info.resolution}x{lg.info.resolution}"
+        raise GankitError(f"{n:,} images of {size} need {need / 2**30:,.1f} GiB with their noise, and "
+                          f"{free / 2**30:,.1f} GiB is free; ask for fewer")
+
+
 def generate(lg: LoadedGenerator, n: int, *, seed: int = 0, labels: torch.Tensor | None = None,
              batch: int = 1000, rows: tuple[int, int] | None = None,
              ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
@@ -89,6 +108,7 @@ def generate(lg: LoadedGenerator, n: int, *, seed: int = 0, labels: torch.Tensor
     """
     if n <= 0:
         raise GankitError(f"--n must be positive, got {n}")
+    check_room(lg, n)
     cfg = lg.cfg
     gen = torch.Generator().manual_seed(seed)
     z = sample_noise(n, cfg.model, device=torch.device("cpu"), generator=gen)
@@ -120,7 +140,7 @@ def generate(lg: LoadedGenerator, n: int, *, seed: int = 0, labels: torch.Tensor
 def write_samples(out: str | Path, images: torch.Tensor, labels: torch.Tensor | None, z: torch.Tensor, *,
                   resolution: int, nrow: int | None = None) -> Path:
     """A grid picture (.png/.jpg) or the arrays (.npz: images [N, H, W, C] uint8, labels, z)."""
-    out = Path(out)
+    out = check_samples_out(out)
     if out.suffix.lower() == ".npz":
         import io
 
@@ -131,6 +151,4 @@ def write_samples(out: str | Path, images: torch.Tensor, labels: torch.Tensor | 
         np.savez(buf, **arrays)
         atomic_write_bytes(out, buf.getvalue())
         return out
-    if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
-        raise GankitError(f"--out {out}: use a .png, .jpg or .npz file name")
     return save_image(make_grid(images, nrow=nrow, scale=default_scale(resolution)), out)

@@ -1,5 +1,6 @@
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -96,6 +97,13 @@ def test_conditional_sampling(tmp_path):
     assert r.exit_code == 0 and np.load(tmp_path / "s.npz")["labels"].tolist() == [7, 7, 7, 9, 9, 9]
     r = run("sample", out, "--class", "eleven")
     assert r.exit_code == 2 and "no class 'eleven'" in r.output
+    # a count that cannot fit in memory, or a file name gankit cannot write: refused before any sampling
+    t0 = time.perf_counter()
+    r = run("sample", out, "--per-class", 10**9, "--out", tmp_path / "huge.npz")
+    assert r.exit_code == 2 and "10,000,000,000 images of 1x28x28 need" in r.output and "ask for fewer" in r.output
+    r = run("sample", "/nonexistent/run", "--out", tmp_path / "s.txt")
+    assert r.exit_code == 2 and "use a .png, .jpg or .npz file name" in r.output
+    assert time.perf_counter() - t0 < 30 and not (tmp_path / "huge.npz").exists()
 
 
 @pytest.mark.parametrize(

@@ -82,3 +82,12 @@ def test_download_to_file_url(tmp_path):
     src.write_bytes(b"abc" * 10)
     dest = download(src.as_uri(), tmp_path / "out" / "plain.bin", progress=False)
     assert dest.read_bytes() == src.read_bytes()
+
+
+def test_a_failed_download_leaves_no_folders_behind(tmp_path):
+    # a mistyped --data-root must not be left behind as empty folders
+    (tmp_path / "kept").mkdir()
+    for missing in (tmp_path / "nonexistent.bin", tmp_path / "kept" / "nonexistent.bin"):
+        with pytest.raises(OSError):
+            download(missing.as_uri(), tmp_path / "kept" / "typo" / "mnist" / "f.gz", progress=False)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["kept"]

@@ -47,6 +47,25 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
     return h.hexdigest()
 
 
+def available_memory() -> int | None:
+    """Bytes of memory free for this process now: Linux's MemAvailable, less where a cgroup (a container's
+    memory limit) leaves less; None where neither can be read."""
+    free = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                free.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            free.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return min(free) if free else None
+
+
 def cache_dir() -> Path:
     """gankit's own cache folder (verification marks, reference statistics)."""
     root = os.environ.get("GANKIT_CACHE") or Path.home() / ".cache" / "gankit"
@@ -191,10 +210,26 @@ def download(url: str, dest: Path, *, spec: FileSpec | None = None, progress: bo
 
     Nothing is left at ``dest`` unless the whole file arrived and matched its checksum.
     """
-    from tqdm import tqdm
 
+    made = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]  # deepest first
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(f".{dest.name}.part")
+    try:
+        _fetch(url, part, dest, spec=spec, progress=progress)
+    except BaseException:
+        for folder in made:  # a failed download leaves no empty folders behind (a mistyped data root)
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+    return dest
+
+
+def _fetch(url: str, part: Path, dest: Path, *, spec: FileSpec | None, progress: bool) -> None:
+    """:func:`download`'s transfer: into ``part``, verified, renamed to ``dest``; ``part`` never stays."""
+    from tqdm import tqdm
+
     try:
         with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as out:
             total = int(resp.headers.get("Content-Length") or 0) or None
@@ -209,7 +244,6 @@ def download(url: str, dest: Path, *, spec: FileSpec | None = None, progress: bo
         os.replace(part, dest)
     finally:
         part.unlink(missing_ok=True)
-    return dest
 
 
 def find_file(folder: Path, spec: FileSpec, *, dataset: str, all_specs: tuple[FileSpec, ...] = ()) -> Path:

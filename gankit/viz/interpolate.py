@@ -24,6 +24,7 @@ from gankit.train.build import sample_noise, value_range
 from gankit.viz.grid import default_scale, make_grid, save_image
 
 FADE_FRAMES = 60  # the seed's frames per digit change
+MINUTES_A_DAY = 24 * 60  # the most minutes a clock shows: after a day its displays repeat
 
 
 def ease(k: int | np.ndarray, frames: int = FADE_FRAMES) -> np.ndarray:
@@ -239,8 +240,9 @@ def clock(lg: LoadedGenerator, *, start: str | None = None, count: str | None = 
         displays = [[d] for d in digits] + [[digits[0]]]
         colon = False
     else:
-        if minutes <= 0:
-            raise GankitError(f"--minutes must be positive, got {minutes}")
+        if not 0 < minutes <= MINUTES_A_DAY:
+            raise GankitError(f"--minutes must be 1 to {MINUTES_A_DAY} (a day: the clock comes round again), "
+                              f"got {minutes}")
         t0 = parse_time(start or "12:34")
         displays = [_clock_digits(t0 + i) for i in range(minutes + 1)]
         colon = True
@@ -255,10 +257,9 @@ def clock(lg: LoadedGenerator, *, start: str | None = None, count: str | None = 
 def write_clock(frames: list[Image.Image], settled: list[int], out: str | Path, *, fps: float = 50.0,
                 hold: float = 1.0) -> Path:
     """The clock as .gif or .mp4: fades at ``fps`` (GIF: at most 50), settled displays held ``hold`` s."""
-    from gankit.viz.animate import check_timing, write_gif, write_mp4
+    from gankit.viz.animate import write_gif, write_mp4
 
-    out = Path(out)
-    check_timing(fps, hold)
+    out = check_clock_out(out, fps=fps, hold=hold)
     if out.suffix.lower() == ".gif":
         ms = max(20, round(1000 / fps))
         durations = [max(ms, round(1000 * hold)) if i in settled else ms for i in range(len(frames))]
@@ -267,4 +268,15 @@ def write_clock(frames: list[Image.Image], settled: list[int], out: str | Path, 
         extra = max(0, round(hold * fps) - 1)
         seq = [f for i, fr in enumerate(frames) for f in [fr] * (1 + (extra if i in settled else 0))]
         return write_mp4(out, seq, fps=fps)
-    raise GankitError(f"--out {out}: give a .gif or .mp4 file name")
+    raise AssertionError(out)  # check_clock_out allows only these two
+
+
+def check_clock_out(out: str | Path, *, fps: float, hold: float) -> Path:
+    """The clock's output file name and timing, checked before any frame is made (a clear error if wrong)."""
+    from gankit.viz.animate import check_timing
+
+    out = Path(out)
+    check_timing(fps, hold)
+    if out.suffix.lower() not in (".gif", ".mp4"):
+        raise GankitError(f"--out {out}: give a .gif or .mp4 file name")
+    return out
