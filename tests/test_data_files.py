@@ -91,3 +91,19 @@ def test_a_failed_download_leaves_no_folders_behind(tmp_path):
         with pytest.raises(OSError):
             download(missing.as_uri(), tmp_path / "kept" / "typo" / "mnist" / "f.gz", progress=False)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["kept"]
+
+
+def test_free_memory_counts_a_containers_limit(tmp_path):
+    from gankit.data.files import available_memory
+
+    assert available_memory(tmp_path) is None  # neither file: no check
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "meminfo").write_text("MemTotal: 16777216 kB\nMemAvailable:    8388608 kB\n")
+    assert available_memory(tmp_path) == 8 * 2**30
+    cgroup = tmp_path / "sys" / "fs" / "cgroup"
+    cgroup.mkdir(parents=True)
+    (cgroup / "memory.max").write_text("max\n")
+    assert available_memory(tmp_path) == 8 * 2**30
+    (cgroup / "memory.max").write_text(f"{4 * 2**30}\n")  # a 4 GiB container, 1 GiB used (and page cache)
+    (cgroup / "memory.stat").write_text(f"anon {2**30}\nfile {3 * 2**30}\n")
+    assert available_memory(tmp_path) == 3 * 2**30

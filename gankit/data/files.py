@@ -47,21 +47,23 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
     return h.hexdigest()
 
 
-def available_memory() -> int | None:
+def available_memory(root: str | os.PathLike[str] = "/") -> int | None:
     """Bytes of memory free for this process now: Linux's MemAvailable, less where a cgroup (a container's
-    memory limit) leaves less; None where neither can be read."""
+    memory limit) leaves less; None where neither can be read. ``root``: where /proc and /sys are (tests)."""
+    root = Path(root)
     free = []
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in (root / "proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 free.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
         pass
     try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit != "max":
-            free.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
-    except (OSError, ValueError):
+        limit = (root / "sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":  # the limit less the group's own anonymous memory (its page cache can be reclaimed)
+            stat = dict(line.split() for line in (root / "sys/fs/cgroup/memory.stat").read_text().splitlines())
+            free.append(int(limit) - int(stat["anon"]))
+    except (OSError, ValueError, KeyError):
         pass
     return min(free) if free else None
 
