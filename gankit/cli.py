@@ -20,11 +20,15 @@ import click
 from gankit.errors import GankitError, first_line
 
 
-def _rank_leaves(status: int) -> None:
-    """A torchrun rank whose command failed leaves here, at once, without the interpreter's teardown (see
-    :func:`gankit.dist.broken`); any other process returns."""
+def _failed_rank() -> bool:
+    """Whether this process is a torchrun rank whose command failed (see :func:`gankit.dist.broken`)."""
     dist = sys.modules.get("gankit.dist")  # loaded only by commands that can run as a rank
-    if dist is not None and dist.broken():
+    return dist is not None and dist.broken()
+
+
+def _rank_leaves(status: int) -> None:
+    """A failed torchrun rank leaves here, at once, without the interpreter's teardown; others return."""
+    if _failed_rank():
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -41,8 +45,7 @@ def _exit(status: int) -> NoReturn:
 
 def _bug_in_a_rank() -> None:
     """A bug (not a user error) in a failed torchrun rank: print its traceback and leave at once."""
-    dist = sys.modules.get("gankit.dist")
-    if dist is not None and dist.broken():
+    if _failed_rank():
         traceback.print_exc()
         _rank_leaves(1)
 

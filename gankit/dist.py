@@ -102,7 +102,7 @@ def local_device(device: str | torch.device) -> torch.device:
 
     device = resolve_device(device) if isinstance(device, str) else device
     if launched() and device.type == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
+        local = _env_int("LOCAL_RANK", "0")
         if local >= torch.cuda.device_count():
             raise GankitError(f"this rank's LOCAL_RANK is {local}, but PyTorch sees {torch.cuda.device_count()} "
                               "GPU(s) here: start at most one process per GPU (--nproc_per_node)")
