@@ -372,6 +372,9 @@ def eval_(run_dir: str | None, metrics: str, n: int, against: str, real_dataset:
         raise GankitError(f"--n must be at least 2, got {n}")
     if not (real_dataset or run_dir):
         raise GankitError("give a run directory, or --real DATASET for the real-vs-real floor")
+    if real_dataset and run_dir:
+        raise GankitError(f"give a run directory or --real DATASET, not both (--real scores {real_dataset}'s own "
+                          f"train images, not {run_dir}'s generator)")
     from gankit.train.build import resolve_device
 
     resolve_device(device)  # a device this machine lacks fails before any work

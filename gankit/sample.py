@@ -42,6 +42,9 @@ def load_generator(run_dir: str | Path, *, device: str = "cpu", checkpoint: str 
     """
     run = RunDir(run_dir)
     cfg = run.config()
+    if checkpoint is not None and not checkpoint.strip():
+        raise GankitError(f"--checkpoint is empty: give a folder name from {run.checkpoints}, or leave it out for "
+                          "the latest good checkpoint")
     path = run.checkpoints / checkpoint if checkpoint else latest_good_checkpoint(run)
     if path is None or not path.exists():
         raise GankitError(f"{run.path}: no checkpoint to sample from" + (f" ({checkpoint})" if checkpoint else ""))

@@ -68,6 +68,8 @@ def test_train_then_sample(tmp_path):
     bad = [(["sample", out, "--out", tmp_path / "afile" / "x.png"], "a file is in the way"),
            (["sample", out, "--device", "bogus"], "unknown device"),
            (["eval", out, "--device", "bogus"], "unknown device"),
+           (["eval", out, "--real", "mnist-demo"], "not both"),
+           (["sample", out, "--checkpoint", ""], "--checkpoint is empty"),
            (["data", "show", "mnist-demo", "--out", tmp_path / "x.bmp"], "give a .png")]
     if not torch.cuda.is_available():
         bad.append((["eval", out, "--device", "cuda"], "PyTorch sees no CUDA GPU"))

@@ -273,7 +273,7 @@ def test_clock_command(mlp_run, cgan_run, tmp_path):
     assert r.exit_code == 2 and "conditional" in r.output
     for args, message in ((["--minutes", 100_000], "--minutes must be 1 to 1440"),
                           (["--out", tmp_path / "c.txt"], "give a .gif or .mp4 file name"),
-                          (["--fps", 0], "--fps must be between")):
+                          (["--fps", 0], "--fps must be between"), (["--time", ""], "give the time as HH:MM")):
         r = cli("clock", "/nonexistent/run" if "--out" in args else cgan_run, *args,
                 *([] if "--out" in args else ["--out", tmp_path / "d.gif"]))
         assert r.exit_code == 2 and message in r.output, r.output

@@ -243,7 +243,7 @@ def clock(lg: LoadedGenerator, *, start: str | None = None, count: str | None = 
         if not 0 < minutes <= MINUTES_A_DAY:
             raise GankitError(f"--minutes must be 1 to {MINUTES_A_DAY} (a day: the clock comes round again), "
                               f"got {minutes}")
-        t0 = parse_time(start or "12:34")
+        t0 = parse_time("12:34" if start is None else start)  # an empty --time is an error, not the default
         displays = [_clock_digits(t0 + i) for i in range(minutes + 1)]
         colon = True
     mixes = fade_sequence(displays, classes, lg.info.num_classes)
