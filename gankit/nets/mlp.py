@@ -13,6 +13,8 @@ from gankit.registry import register
 
 def check_hidden(hidden: list[int] | tuple[int, ...], net: str) -> None:
     """A clear error for layer widths a dense net cannot have."""
+    if not isinstance(hidden, list | tuple):
+        raise ValueError(f"model.{net}.hidden: give a list of layer widths, e.g. [256, 512], got {hidden!r}")
     if any(not isinstance(h, int) or h < 1 for h in hidden):
         raise ValueError(f"model.{net}.hidden: every layer width must be a positive integer, got {list(hidden)}")
 
