@@ -92,7 +92,7 @@ def check_samples_out(out: str | Path) -> Path:
 
 def check_room(lg: LoadedGenerator, n: int) -> None:
     """A clear error, before any work, when ``n`` images (and their noise) would not fit in the memory free now
-    (a mistyped count would otherwise run for hours or end in the kernel's out-of-memory kill)."""
+    (a mistyped count would otherwise run until stopped, or end in the kernel's out-of-memory kill)."""
     free = available_memory()
     need = n * (lg.info.channels * lg.info.resolution**2 + 4 * lg.cfg.model.latent_dim + 8)
     if free is not None and need > free:
