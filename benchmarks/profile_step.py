@@ -3,13 +3,14 @@
     GANKIT_DATA=../shared/data .venv/bin/python benchmarks/profile_step.py mnist-best [--steps 30]
         [--set train.threads=2] [--variant fp32:contiguous --variant bf16:channels_last ...]
 
-For each variant (precision:memory-format) this profiles gankit's own loop (``gankit.train.loop.train``)
-under ``torch.profiler``, recording ``--steps`` steady-state steps after ``--warm`` unrecorded ones (the
-run's setup, first-call kernel creation and warm-up are left out). Operators are grouped into kinds
-(convolution, transposed convolution, linear, normalisation, activation, dtype casts, optimizer, ...)
-by their ATen names, and the table shows milliseconds per step of each kind's *self* time, so nested
-calls are not counted twice. A transposed convolution's backward runs as ``convolution_backward`` and
-so counts under convolution; "transposed conv" holds only their forward kernels (and col2im).
+For each variant (precision:memory-format, the format ``auto`` for what ``train.channels_last``'s auto
+picks) this profiles gankit's own loop (``gankit.train.loop.train``) under ``torch.profiler``, recording
+``--steps`` steady-state steps after ``--warm`` unrecorded ones (the run's setup, first-call kernel
+creation and warm-up are left out). Operators are grouped into kinds (convolution, transposed
+convolution, linear, normalisation, activation, dtype casts, optimizer, ...) by their ATen names, and the
+table shows milliseconds per step of each kind's *self* time, so nested calls are not counted twice. A
+transposed convolution's backward runs as ``convolution_backward`` and so counts under convolution;
+"transposed conv" holds only their forward kernels (and col2im).
 
 Prints the table and writes ``benchmarks/out/profile-PRESET.json``.
 """
@@ -86,7 +87,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30, help="steady-state steps measured (after --warm)")
     ap.add_argument("--warm", type=int, default=5)
     ap.add_argument("--variant", action="append", default=None,
-                    help="precision:layout, e.g. fp32:contiguous, bf16:channels_last (repeatable)")
+                    help="precision:layout, e.g. fp32:contiguous, bf16:channels_last, fp32:auto (the layout "
+                         "train.channels_last's auto picks, e.g. a channels_last D alone) (repeatable)")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--top", type=int, default=12, help="operators listed per variant")
     ap.add_argument("--out", default=None)
@@ -96,10 +98,12 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; CPU bf16 units: {'amx_bf16' in cpu_flags()}")
     results: dict[str, dict[str, tuple[float, int]]] = {}
     for v in variants:
-        precision, layout = v.split(":")
-        cfg = C.build(args.preset, overrides=[*base, f"train.precision='{precision}'",
-                                              f"train.channels_last={'true' if layout == 'channels_last' else 'false'}",
-                                              *args.overrides])
+        precision, _, layout = v.partition(":")
+        if layout not in ("contiguous", "channels_last", "auto"):
+            raise SystemExit(f"error: --variant {v!r}: give precision:layout, the layout contiguous, "
+                             "channels_last or auto")
+        fmt = [] if layout == "auto" else [f"train.channels_last={'true' if layout == 'channels_last' else 'false'}"]
+        cfg = C.build(args.preset, overrides=[*base, f"train.precision='{precision}'", *fmt, *args.overrides])
         results[v] = per_step(cfg, args.warm, args.steps)
     kinds = [k for k, _ in KINDS] + ["other"]
     by_kind = {v: defaultdict(float) for v in variants}

@@ -157,7 +157,7 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads (default: PyTorch's choice)
     # auto: bf16 autocast where the hardware has bf16 matrix units (AMX CPUs, CUDA), else fp32 | fp32 | bf16
     precision: str = "auto"
-    channels_last: bool | None = None  # None (auto): on CUDA, and on CPU together with bf16
+    channels_last: bool | None = None  # None (auto): on CUDA, and on CPU together with bf16 (D alone: speed.py)
     compile: str = "off"  # torch.compile for G and D: off | default | reduce-overhead | max-autotune
     # deterministic GPU kernels (torch.use_deterministic_algorithms, cuDNN's deterministic algorithms), so
     # that two runs, or a run and its resume, agree bit for bit on a GPU too; slower. The CPU's kernels

@@ -89,6 +89,20 @@ RESUME_CASES = [pytest.param(p, (), id=p) for p in C.preset_names()] + [
 @pytest.mark.parametrize(("preset", "layout"), RESUME_CASES)
 def test_exact_resume(preset, layout, tmp_path):
     """Stop after step 4 of 8, resume: same weights and losses as never stopping (bit for bit)."""
+    _check_exact_resume(preset, layout, tmp_path)
+
+
+def test_exact_resume_with_d_alone_channels_last(tmp_path, monkeypatch):
+    """The layout ``auto`` picks for a small D on a CPU without bf16 units (D channels_last, G contiguous),
+    on any machine: it resumes bit for bit too."""
+    from gankit.train import speed
+
+    monkeypatch.setattr(speed, "cpu_flags", lambda: frozenset({"avx2"}))
+    _check_exact_resume("mnist-best", (), tmp_path)
+    assert "channels_last D, contiguous G" in read_stats(RunDir(tmp_path / "b"), "setup")[-1]["fast_path"]
+
+
+def _check_exact_resume(preset, layout, tmp_path):
     cfg = _cfg(preset, extra=["train.checkpoint_every=4", "train.log_every=2", *layout], steps=8)
     straight = train(cfg, tmp_path / "a", progress=False)
     assert straight.step == 8

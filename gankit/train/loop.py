@@ -190,7 +190,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     # (its lock, its leftovers of killed writes); its config.toml is rewritten only after the restore.
     run = open_run(out) if resume and dist.is_main() else RunDir(out)
     fast = fast_path(precision=t.precision, channels_last=t.channels_last, compile=t.compile, device=device,
-                     nets=(G, D))
+                     nets=(G, D), d=D)
     G.to(device).train()
     D.to(device).train()
     if clusters and (not resume or latest_good_checkpoint(run) is None):  # else from the checkpoint
@@ -200,7 +200,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         D.centres.copy_(dist.from_main(D.centres.cpu()))
         G.cdf.copy_(dist.from_main(G.cdf.cpu()))
     fast.prepare(G)
-    fast.prepare(D)
+    fast.prepare(D, d=True)
     G_ddp = dist.wrap(G, device, sync_batchnorm=t.sync_batchnorm)  # ddp: for the updates; G and D stay the bare nets
     # an AC-GAN class head is left out of D's fake pass under d_update = separate, and out of every pass
     # with class_weight = 0

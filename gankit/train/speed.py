@@ -11,7 +11,8 @@ only where it was measured to help (see the README's speed section and ``benchma
   seed 002 GAN (batch 32, layers of at most 1024) ran 0.77-0.93x of its fp32 speed: its products
   are too small for the casts to pay. So on a CPU ``auto`` takes bf16 only for nets with convolutions.
 - channels_last helps convolutions on CUDA and together with bf16 on AMX CPUs; on AVX2 CPUs in
-  fp32 it measured no faster (and some backward passes slower), so ``auto`` follows bf16 on CPU.
+  fp32 it measured no faster for whole runs (and some backward passes slower), so ``auto`` follows
+  bf16 on CPU, with one exception: a small discriminator alone (:func:`d_channels_last_pays`).
   Sampling there, forward passes alone, does gain from it (:func:`inference_channels_last`).
 """
 
@@ -86,6 +87,31 @@ def resolve_channels_last(setting: bool | None, device: torch.device, dtype: tor
     return device.type == "cuda" or dtype == torch.bfloat16
 
 
+D_CHANNELS_LAST_MAX_WIDTH = 64
+
+
+def d_channels_last_pays(D: nn.Module, device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether ``auto`` lays the discriminator alone out channels_last: on a CPU without bf16 units, in
+    fp32, for a D whose convolutions all have at most ``D_CHANNELS_LAST_MAX_WIDTH`` output channels.
+
+    oneDNN's channel-first fp32 kernels on an AVX2 CPU are slow for small convolutions, a 1-channel
+    first layer most of all: forward + backward at batch 128 (two threads, session 23) took 6.4-15 ms
+    channel-first against 2.6-2.8 ms channels_last for 1 -> 32 channels at 28x28, and 23-26 against
+    14-19 ms for 32 -> 64 at 14x14, while 3 -> 64 at 32x32 lost (0.83-0.95x) and 64 -> 128 went either
+    way (0.79-1.27x). In gankit's loop, a channels_last D with G left contiguous against both nets
+    contiguous (the two alternating in one process; paired medians of a scratch script, then
+    ``benchmarks/throughput.py --also``'s ratio of medians): ``mnist-best`` 1.09x, 1.08x, 1.07x;
+    ``fashion-best`` 1.13x, 1.05x; ``mnist-cond-best`` 1.12x, 1.03x, 1.05x; ``seed003-cgan-mnist``
+    1.03x, 1.05x. Presets with wider Ds did not gain (``letters-best`` 0.98x, ``ships-best`` 0.99x,
+    ``stacked-mnist-best`` 0.89x, one run each). G stays contiguous: its transposed convolutions'
+    forward + backward were no faster channels_last, and its fp32 ``ToImage`` folds only
+    channel-first tensors.
+    """
+    convs = [m for m in D.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    return (device.type == "cpu" and dtype == torch.float32 and not fast_bf16(device) and bool(convs)
+            and all(m.out_channels <= D_CHANNELS_LAST_MAX_WIDTH for m in convs))
+
+
 def inference_channels_last(net: nn.Module, device: torch.device, dtype: torch.dtype) -> bool:
     """Whether sampling lays ``net`` out channels_last: on a CPU without bf16 units (fp32 there), for
     generators whose convolutions are all transposed ones. Forward passes alone do not pay the slower
@@ -110,8 +136,9 @@ class FastPath:
 
     device: torch.device
     dtype: torch.dtype = torch.float32
-    channels_last: bool = False
+    channels_last: bool = False  # both nets (and the real batches)
     compile: str = "off"
+    d_channels_last: bool = False  # D (and the real batches it judges) channels_last even where G is not
 
     def autocast(self) -> contextlib.AbstractContextManager[None]:
         """Autocast to bf16 for forward passes when enabled; a no-op in fp32."""
@@ -120,15 +147,16 @@ class FastPath:
         return torch.autocast(self.device.type, dtype=self.dtype)
 
     def images(self, x: torch.Tensor) -> torch.Tensor:
-        """An image batch ``[N, C, H, W]`` in the memory format the nets use."""
-        if self.channels_last and x.dim() == 4:
+        """A real image batch ``[N, C, H, W]`` in the memory format D uses."""
+        if (self.channels_last or self.d_channels_last) and x.dim() == 4:
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def prepare(self, net: nn.Module) -> nn.Module:
-        """Move a net's 4-d weights to channels_last when enabled (in place; parameters stay the same),
-        and have its reshapes to images produce channels_last activations to match them."""
-        if self.channels_last:
+    def prepare(self, net: nn.Module, *, d: bool = False) -> nn.Module:
+        """Move a net's 4-d weights to channels_last when enabled for it (``d``: the discriminator; in
+        place, parameters stay the same), and have its reshapes to images produce channels_last
+        activations to match them."""
+        if self.channels_last or (d and self.d_channels_last):
             net.to(memory_format=torch.channels_last)
             for m in net.modules():
                 if isinstance(m, Reshape):
@@ -147,7 +175,10 @@ class FastPath:
 
     def describe(self) -> str:
         name = "bf16 autocast" if self.dtype == torch.bfloat16 else "fp32"
-        parts = [name, "channels_last" if self.channels_last else "contiguous"]
+        if self.channels_last:
+            parts = [name, "channels_last"]
+        else:
+            parts = [name, "channels_last D, contiguous G" if self.d_channels_last else "contiguous"]
         if self.compile != "off":
             parts.append(f"torch.compile({self.compile})")
         parts.append(f"{torch.get_num_threads()} threads" if self.device.type == "cpu" else self.device.type)
@@ -155,13 +186,15 @@ class FastPath:
 
 
 def fast_path(*, precision: str, channels_last: bool | None, compile: str, device: torch.device,
-              nets: tuple[nn.Module, ...] = ()) -> FastPath:
-    """Resolve the config's speed switches for ``device`` and ``nets`` (none given: taken as convolutional)."""
+              nets: tuple[nn.Module, ...] = (), d: nn.Module | None = None) -> FastPath:
+    """Resolve the config's speed switches for ``device`` and ``nets`` (none given: taken as convolutional);
+    ``d``, the discriminator among them, may get a layout of its own under ``auto``."""
     if compile not in COMPILE_MODES:
         raise GankitError(f"train.compile = {compile!r}; choose one of {', '.join(COMPILE_MODES)}")
     dtype = resolve_precision(precision, device, convolutional=not nets or has_convolutions(*nets))
-    return FastPath(device=device, dtype=dtype, channels_last=resolve_channels_last(channels_last, device, dtype),
-                    compile=compile)
+    both = resolve_channels_last(channels_last, device, dtype)
+    d_alone = channels_last is None and not both and d is not None and d_channels_last_pays(d, device, dtype)
+    return FastPath(device=device, dtype=dtype, channels_last=both, compile=compile, d_channels_last=d_alone)
 
 
 @contextlib.contextmanager
