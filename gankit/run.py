@@ -164,19 +164,31 @@ def read_stats(run: RunDir, kind: str | None = None) -> list[dict[str, Any]]:
     """The complete records of ``stats.jsonl`` (a torn last line from a crash is ignored).
 
     Records carry a ``kind`` ("eval", "setup", schedule reports, ...) except the periodic training
-    logs; ``kind="train"`` selects those, any other name its records, ``None`` all of them.
+    logs; ``kind="train"`` selects those, any other name its records, ``None`` all of them. A line that
+    is not a JSON object with a numeric ``step`` (torn, hand-edited, or not even UTF-8 text) is skipped
+    like a torn one, so a damaged line cannot stop plots, reports or a resume.
     """
     if not run.stats_path.exists():
         return []
     out = []
-    for line in run.stats_path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if kind is None or record.get("kind", "train") == kind:
+    for raw in run.stats_path.read_bytes().splitlines():
+        record = parse_stats_line(raw)
+        if record is not None and (kind is None or record.get("kind", "train") == kind):
             out.append(record)
     return out
+
+
+def parse_stats_line(raw: bytes) -> dict[str, Any] | None:
+    """One line of ``stats.jsonl`` as its record, or None for a line that is not a JSON object with a
+    numeric ``step`` (torn, hand-edited, not UTF-8)."""
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except ValueError:  # (UnicodeDecodeError is a ValueError)
+        return None
+    if not isinstance(record, dict):
+        return None
+    step = record.get("step")
+    return record if isinstance(step, int | float) and not isinstance(step, bool) else None
 
 
 def truncate_stats(run: RunDir, step: int) -> None:

@@ -299,6 +299,27 @@ def test_plot_command_and_eval_panel(mlp_run, tmp_path):
         plot_curves([])
 
 
+def test_damaged_stats_lines_are_skipped_by_plots_reports_and_resume(mlp_run, tmp_path):
+    """Lines that are not JSON objects with a numeric step (not UTF-8, null, a list, a string step) are
+    skipped like a torn line; they used to end plot, report and train --resume in a traceback."""
+    import shutil
+
+    from gankit.run import RunDir
+
+    run = tmp_path / "run"
+    shutil.copytree(mlp_run, run)
+    good = read_stats(RunDir(run))
+    with open(run / "stats.jsonl", "ab") as fh:
+        fh.write(b'\xff\xfe{"step":\nnull\n[1, 2]\n{"step": "7", "kimg": 0.2, "d_loss": 1.0}\n{"step": true}\n')
+    assert read_stats(RunDir(run)) == good
+    assert cli("plot", run, "--out", tmp_path / "c.png").exit_code == 0
+    r = cli("report", run, "--no-judge", "--out", tmp_path / "r.html")
+    assert r.exit_code == 0, r.output
+    r = cli("train", "--resume", run, "--steps", "7", "--no-progress")
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    assert [x["step"] for x in read_stats(RunDir(run), "train")][-1] == 7
+
+
 # ---- report --------------------------------------------------------------------------------------------------
 
 def test_report_is_self_contained(mlp_run, tmp_path):

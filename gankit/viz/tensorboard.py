@@ -10,7 +10,6 @@ and what TensorBoard shows is exactly what the stats say. TensorBoard itself is 
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from gankit.errors import GankitError
+from gankit.run import parse_stats_line
 from gankit.viz.animate import sample_frames
 
 
@@ -76,11 +76,10 @@ class TensorBoardLog:
                 chunk = fh.read()
             end = chunk.rfind(b"\n") + 1  # a line still being written waits for the next call
             for line in chunk[:end].splitlines():
-                try:
-                    record = json.loads(line)
-                except ValueError:
+                record = parse_stats_line(line)
+                if record is None:
                     continue
-                step = int(record.get("step", 0))
+                step = int(record["step"])
                 for k, v in record.items():
                     if k not in ("step", "kind") and isinstance(v, int | float) and not isinstance(v, bool):
                         self.writer.add_scalar(tag(k, record), v, step)
