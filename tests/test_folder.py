@@ -200,3 +200,92 @@ def test_a_file_that_fails_only_when_decoded_costs_itself_not_the_labels(tmp_pat
         ds = load_dataset(f"folder:{root}")
     assert ds.info.class_names == ("a", "b") and ds.labels.tolist() == [0, 1]
     assert ds.images[0].max() == 0 and ds.images[1].min() == 255
+
+
+def test_a_class_name_wins_over_a_position():
+    """Folders 0, 1, 2 and 10 sort as text (0, 1, 10, 2): ``--class 2`` is the folder named 2 (it gave
+    the third class, folder 10, so two different requests drew the same images)."""
+    from gankit.data import resolve_classes
+
+    names = ("0", "1", "10", "2")
+    assert resolve_classes(["2", "10", "0"], names, dataset="folder:x") == [3, 2, 0]
+    assert resolve_classes(["Cat", "1"], ("cat", "dog"), dataset="folder:y") == [0, 1]  # a position still works
+    with pytest.raises(GankitError, match="has no class '7'"):
+        resolve_classes(["7"], names, dataset="folder:x")
+
+
+def test_photos_are_turned_upright_by_their_exif_orientation(tmp_path):
+    """A phone photo stored sideways (EXIF orientation 6: turn 90 degrees clockwise to view) loads as
+    viewed: its width and height swap, and its stored top half (white) becomes the right half. It was
+    loaded as stored, so photos trained sideways and non-square ones were cropped on the wrong axis."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    a = np.zeros((8, 16), dtype=np.uint8)  # stored 16 wide and 8 high, the top half white
+    a[:4] = 255
+    im = Image.fromarray(a)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(root / "photo.png", exif=exif)
+    with pytest.raises(GankitError, match="non-square"):  # upright it is 8 wide and 16 high
+        load_dataset(f"folder:{root}")
+    viewed = load_dataset(f"folder:{root}", resolution=8).images[0, 0]  # centre-cropped to 8 x 8
+    assert viewed[:, 4:].float().mean() > 250 and viewed[:, :4].float().mean() < 5  # the right half white
+
+
+def test_images_beside_class_folders_are_left_out_with_a_warning(tmp_path):
+    root = _tree(tmp_path / "pics")
+    (root / "thumb.png").write_bytes(_png((9, 9, 9)))
+    with pytest.warns(UserWarning, match=r"left out 1 image\(s\) lying beside the class folders cats, dogs: thumb.png"):
+        ds = load_dataset(f"folder:{root}", resolution=16)
+    assert ds.info.class_names == ("cats", "dogs") and ds.labels.tolist() == [0, 0, 1]
+
+
+def _digits(root, n=8):
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(root / f"{i}.png")
+    return root
+
+
+def _folder_cfg(preset, spec, steps=2):
+    from gankit import config as C
+    from tests.helpers import narrow_overrides, tiny_overrides
+
+    return C.build(preset, overrides=[*tiny_overrides(steps), *narrow_overrides(preset), f"data.dataset='{spec}'"])
+
+
+def test_a_relative_folder_is_recorded_absolute_and_the_run_goes_on_from_anywhere(tmp_path, monkeypatch):
+    """A run on folder:pics (relative) stored that text, so --resume, judge and report from another
+    directory said 'pics does not exist'."""
+    from gankit import config as C
+    from gankit.train.loop import train
+
+    _digits(tmp_path / "work" / "pics")
+    monkeypatch.chdir(tmp_path / "work")
+    train(_folder_cfg("seed002-mlp-mnist", "folder:pics"), tmp_path / "run", progress=False)
+    cfg = C.load_file(tmp_path / "run" / "config.toml")
+    assert cfg.data.dataset == f"folder:{tmp_path / 'work' / 'pics'}"
+    monkeypatch.chdir(tmp_path)
+    assert train(cfg, tmp_path / "run", resume=True, progress=False).step == 2
+    with pytest.raises(GankitError, match=r"folder dataset: nowhere does not exist \(relative to "):
+        load_dataset("folder:nowhere")
+
+
+def test_a_run_inside_its_own_image_folder_is_refused(tmp_path):
+    from gankit.train.loop import train
+
+    pics = _digits(tmp_path / "pics")
+    with pytest.raises(GankitError, match="is inside the dataset's folder .*sample grids would be read as training"):
+        train(_folder_cfg("seed002-mlp-mnist", f"folder:{pics}"), pics / "run", progress=False)
+    assert sorted(p.name for p in pics.iterdir()) == [f"{i}.png" for i in range(8)]  # nothing written there
+
+
+def test_a_conditional_model_on_a_folder_of_one_class_is_refused(tmp_path):
+    """It trained a 'conditional' model on the single class "all", with no word."""
+    from gankit.train.loop import train
+
+    pics = _digits(tmp_path / "pics")
+    with pytest.raises(GankitError, match=r"conditional model .* has one class \(all\) \(put its images in one "
+                                          r"subfolder per class\)"):
+        train(_folder_cfg("seed003-cgan-mnist", f"folder:{pics}"), tmp_path / "run", progress=False)

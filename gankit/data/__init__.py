@@ -36,14 +36,21 @@ def parse_spec(spec: str) -> tuple[str, list[str]]:
 
 
 def resolve_classes(requested: list[str], class_names: tuple[str, ...], *, dataset: str) -> list[int]:
-    """Class names or numbers to label indices, with a clear error for unknown ones."""
+    """Class names or numbers to label indices, with a clear error for unknown ones.
+
+    A name wins over a number: in a folder dataset whose classes are folders named 0, 1, 2 and 10
+    (sorted as text: 0, 1, 10, 2), ``2`` is the folder named 2, not the third class. A number that
+    names no class is a position in the class list.
+    """
     out = []
     lowered = [c.lower() for c in class_names]
     for c in requested:
-        if c.isdigit() and int(c) < len(class_names):
-            out.append(int(c))
+        if c in class_names:
+            out.append(class_names.index(c))
         elif c.lower() in lowered:
             out.append(lowered.index(c.lower()))
+        elif c.isdigit() and int(c) < len(class_names):
+            out.append(int(c))
         else:
             from gankit.errors import did_you_mean
 

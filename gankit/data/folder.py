@@ -1,7 +1,9 @@
 """``folder:PATH``: any folder or archive (.tar, .tar.gz, .zip) of PNG/JPEG images.
 
-First-level subfolders become class labels. Images are resized (shorter side) and centre-cropped
-to the requested resolution. Unreadable, empty or truncated files are skipped and counted.
+First-level subfolders become class labels (images lying beside two or more class folders are left
+out, with a warning). Images are turned upright by their EXIF orientation, resized (shorter side)
+and centre-cropped to the requested resolution. Unreadable, empty or truncated files are skipped
+and counted.
 """
 
 from __future__ import annotations
@@ -22,6 +24,52 @@ from gankit.data.dataset import Dataset, DatasetInfo
 from gankit.errors import GankitError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+PREFIX = "folder:"
+_ORIENTATION = 0x0112  # EXIF tag; values 5-8 turn the image by 90 degrees (width and height swap)
+
+
+def absolute_spec(spec: str) -> str:
+    """``folder:PATH`` with a relative PATH made absolute (from the current directory), so that a run's
+    config.toml finds its data from any directory; other specs, ``~`` paths and absolute ones unchanged."""
+    if not spec.startswith(PREFIX):
+        return spec
+    path = spec[len(PREFIX):]
+    if not path.strip() or path.startswith("~") or os.path.isabs(path):
+        return spec
+    return PREFIX + os.path.abspath(path)
+
+
+def folder_of(spec: str) -> Path | None:
+    """The folder a ``folder:`` spec reads (None for other datasets, archives and bad paths)."""
+    if not spec.startswith(PREFIX) or not spec[len(PREFIX):].strip():
+        return None
+    try:
+        path = Path(spec[len(PREFIX):]).expanduser()
+    except RuntimeError:  # ~nosuchuser
+        return None
+    return path if path.is_dir() else None
+
+
+def _orientation(im: object) -> int:
+    """An image's EXIF orientation (1: as stored; also for no or damaged EXIF)."""
+    try:
+        value = im.getexif().get(_ORIENTATION, 1)  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError, SyntaxError):
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _upright_size(im: object) -> tuple[int, int]:
+    """An image's (width, height) once turned by its EXIF orientation."""
+    w, h = im.size  # type: ignore[attr-defined]
+    return (h, w) if _orientation(im) >= 5 else (w, h)
+
+
+def _upright(im: object) -> object:
+    """The image turned by its EXIF orientation (a phone photo as it was taken, not as stored)."""
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(im) if _orientation(im) > 1 else im  # type: ignore[arg-type]
 
 
 def _entries(path: Path) -> Iterator[tuple[str, bytes | None, str]]:
@@ -78,7 +126,8 @@ def _entries(path: Path) -> Iterator[tuple[str, bytes | None, str]]:
         for name, blob in blobs:
             yield name, blob, ""
     else:
-        raise GankitError(f"folder dataset: {path} does not exist")
+        where = "" if path.is_absolute() else f" (relative to {os.getcwd()})"
+        raise GankitError(f"folder dataset: {path} does not exist{where}")
 
 
 def _fit(im: object, resolution: int) -> object:
@@ -138,7 +187,7 @@ def load_folder(path: str | Path, *, resolution: int | None = None, channels: in
                 continue
             try:
                 with Image.open(io.BytesIO(blob)) as im:
-                    heads.append((*im.size, im.mode))
+                    heads.append((*_upright_size(im), im.mode))
             except broken as exc:
                 skipped.append(f"{name} ({type(exc).__name__})")
                 continue
@@ -167,6 +216,7 @@ def load_folder(path: str | Path, *, resolution: int | None = None, channels: in
                 try:
                     with Image.open(io.BytesIO(blob)) as im:
                         im.load()  # decode now: a truncated file fails here
+                        im = _upright(im)
                         im = _eight_bit(im)
                         im = im.convert("RGBA").convert(mode) if im.mode in ("P", "LA", "PA") else im.convert(mode)  # type: ignore[attr-defined]
                         arr = np.asarray(_fit(im, side))
@@ -207,6 +257,14 @@ def load_folder(path: str | Path, *, resolution: int | None = None, channels: in
     paths = [PurePosixPath(n).parts for n in names]
     while len({p[0] for p in paths}) == 1 and all(len(p) >= 3 for p in paths):
         paths = [p[1:] for p in paths]
+    folders = {p[0] for p in paths if len(p) >= 2}
+    loose = [i for i, p in enumerate(paths) if len(p) == 1]
+    if loose and len(folders) >= 2:  # a class tree with strays beside it (a thumbnail, a cover image)
+        warnings.warn(f"{path}: left out {len(loose)} image(s) lying beside the class folders "
+                      f"{', '.join(sorted(folders)[:5])}{' ...' if len(folders) > 5 else ''}: "
+                      f"{', '.join(names[i] for i in loose[:5])}{' ...' if len(loose) > 5 else ''}", stacklevel=2)
+        keep = [i for i in range(len(paths)) if len(paths[i]) >= 2]
+        paths, arrays = [paths[i] for i in keep], [arrays[i] for i in keep]
     nested = all(len(p) >= 2 for p in paths)
     class_names = tuple(sorted({p[0] for p in paths})) if nested else ("all",)
     labels = np.array([class_names.index(p[0]) for p in paths] if nested else [0] * len(paths), dtype=np.int64)

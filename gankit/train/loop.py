@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from gankit.augment import diff_augment, parse_policy
 from gankit.config import Config, dumps
 from gankit.data import BatchSampler, to_float, to_uint8
 from gankit.data.files import atomic_write_bytes
+from gankit.data.folder import absolute_spec, folder_of
 from gankit.errors import GankitError, first_line
 from gankit.losses import Objective, clip_bound, clipped_share, d_targets, keras_clipped, top_k, topk_fraction
 from gankit.nets.conditional import has_classifier
@@ -148,6 +149,8 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
     ``train.threads`` and ``train.deterministic`` apply while training; the caller's settings are restored
     afterwards.
     """
+    if not resume:
+        cfg = _own_data_path(cfg, out)
     threads = torch.get_num_threads()
     try:
         with deterministic_kernels(cfg.train.deterministic):
@@ -155,6 +158,20 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
     finally:
         torch.set_num_threads(threads)
         release_run(out)  # the run directory's lock, taken when it was created or opened
+
+
+def _own_data_path(cfg: Config, out: str | Path) -> Config:
+    """``cfg`` with a relative ``folder:`` dataset made absolute, so that the run resumes, samples and
+    reports from any directory; refuses an ``out`` inside that folder, whose checkpoints and sample grids
+    would become training images."""
+    spec = absolute_spec(cfg.data.dataset)
+    folder = folder_of(spec)
+    if folder is not None:
+        data, run = folder.resolve(), Path(out).expanduser().resolve()
+        if run == data or data in run.parents:
+            raise GankitError(f"--out {out} is inside the dataset's folder {folder}: its checkpoints and sample "
+                              "grids would be read as training images; choose an --out outside it")
+    return cfg if spec == cfg.data.dataset else replace(cfg, data=replace(cfg.data, dataset=spec))
 
 
 def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root: str | None,
@@ -174,6 +191,11 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     vrange = value_range(cfg.model)
     sampler = BatchSampler(len(data), cfg.data.batch_size, mode=cfg.data.sampler, seed=t.seed)
     conditional, ncls = cfg.model.conditional, info.num_classes
+    if conditional and ncls < 2:
+        hint = " (put its images in one subfolder per class)" if info.name.startswith("folder:") else ""
+        raise GankitError(f"{cfg.name} is a conditional model (model.conditional = true), but {info.name} has one "
+                          f"class ({info.class_names[0]}){hint}; train an unconditional preset on it, or "
+                          "--set model.conditional=false")
     clusters = cfg.model.clusters  # self-conditioning: D and G get cluster labels, users see an unconditional G
     labelled = conditional or clusters > 0
     g_batch = t.g_batch_size or cfg.data.batch_size
