@@ -118,6 +118,22 @@ def test_gif_delays_stay_at_or_above_what_browsers_honour():
         assert g.info["duration"] == 20
 
 
+def test_a_gif_frame_longer_than_the_format_allows_is_a_clear_error(mlp_run, tmp_path):
+    """A GIF's delay is a 16-bit count of centiseconds; Pillow merges equal frames in a row and summed
+    --hold 700 into an OverflowError traceback."""
+    a, b = Image.new("L", (4, 4), 0), Image.new("L", (4, 4), 255)
+    with Image.open(__import__("io").BytesIO(gif_bytes([a, b, b, a], durations=[100, 200, 300, 400]))) as gif:
+        assert gif.n_frames == 3  # the two equal frames shown once, for 500 ms
+        gif.seek(1)
+        assert gif.info["duration"] == 500
+    assert gif_bytes([a, b, b], durations=[100, 655_000, 350])  # 655.35 s: the most a frame can show
+    with pytest.raises(GankitError, match="at most 655.35 s, and this animation holds one for 655.36 s"):
+        gif_bytes([a, b, b], durations=[100, 655_000, 360])
+    r = cli("animate", mlp_run, "--out", tmp_path / "a.gif", "--no-mp4", "--hold", "700")
+    assert r.exit_code == 2 and "at most 655.35 s" in r.output and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "a.gif").exists()
+
+
 def test_spread_keeps_first_and_last():
     assert spread(100, 5) == [0, 25, 50, 74, 99] or spread(100, 5)[0] == 0 and spread(100, 5)[-1] == 99
     assert spread(3, 8) == [0, 1, 2]

@@ -22,6 +22,7 @@ from gankit.viz.judge import _font
 
 _STEP = re.compile(r"step-(\d+)\.png$")
 GIF_MIN_MS = 20  # browsers show GIF frames shorter than 20 ms (delay 0 or 1 centisecond) at 100 ms
+GIF_MAX_MS = 655_350  # a GIF frame's delay is a 16-bit count of centiseconds: at most 655.35 s
 
 
 def sample_frames(samples_dir: str | Path) -> list[tuple[int, Path]]:
@@ -52,7 +53,8 @@ def gif_bytes(frames: Sequence[Image.Image], *, durations: Sequence[int] | int, 
     """An animated GIF of ``frames`` (all the same size); ``durations`` in ms, per frame or one for all.
 
     Durations are rounded to the GIF's centiseconds and kept at or above 20 ms, the shortest delay
-    browsers honour.
+    browsers honour. Equal frames in a row become one frame shown for their summed time (Pillow would
+    merge them anyway); a GIF cannot show one for longer than 655.35 s, which is a clear error.
     """
     if not frames:
         raise GankitError("no frames to animate")
@@ -60,7 +62,19 @@ def gif_bytes(frames: Sequence[Image.Image], *, durations: Sequence[int] | int, 
         durations = [durations] * len(frames)
     durations = [max(GIF_MIN_MS, 10 * round(d / 10)) for d in durations]
     grey = all(f.mode == "L" for f in frames)
-    conv = [f if grey else f.convert("RGB") for f in frames]
+    conv: list[Image.Image] = []
+    shown: list[int] = []
+    for f, d in zip([f if grey else f.convert("RGB") for f in frames], durations, strict=True):
+        if conv and f.size == conv[-1].size and f.tobytes() == conv[-1].tobytes():
+            shown[-1] += d
+        else:
+            conv.append(f)
+            shown.append(d)
+    if max(shown) > GIF_MAX_MS:
+        raise GankitError(f"a GIF can show one picture for at most {GIF_MAX_MS / 1000:g} s, and this animation "
+                          f"holds one for {max(shown) / 1000:g} s: give a shorter --hold or a higher --fps, or "
+                          "write an MP4")
+    durations = shown
     buf = io.BytesIO()
     conv[0].save(buf, format="GIF", save_all=True, append_images=list(conv[1:]), duration=list(durations),
                  loop=loop, optimize=False, disposal=1)
