@@ -185,7 +185,7 @@ class TrainConfig:
     eval_n: int = 2000  # samples (and test images) for that measurement
     log_every: int = 50
     sample_every: int = 500
-    sample_grid: int = 64  # images in the fixed-noise grid
+    sample_grid: int = 64  # images in the fixed-noise grid (at most MAX_SAMPLE_GRID)
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     judge_every: int | None = None  # seed 000's judged grid into RUN/judge/ every N steps (gankit/viz)
@@ -211,6 +211,7 @@ class Config:
 # Dataclasses whose unknown keys are collected into a dict field instead of being refused; the net
 # builder checks them against its own signature.
 _EXTRA_INTO = {NetConfig: "params"}
+MAX_SAMPLE_GRID = 4096  # train.sample_grid
 
 # ---- dict -> dataclass ---------------------------------------------------------------------------
 
@@ -543,4 +544,8 @@ def validate(cfg: Config) -> Config:
            f"train.tensorboard must be true, false or \"auto\", got {t.tensorboard!r}")
     for key in ("log_every", "sample_every", "sample_grid", "checkpoint_every", "keep_checkpoints"):
         _check(getattr(t, key) > 0, f"train.{key} must be positive, got {getattr(t, key)}")
+    # the grid is one forward pass of G, kept with the run: a mistyped count ended in the kernel's silent
+    # out-of-memory kill (1,000,000 reached 24 GB); `gankit sample` makes any number in batches
+    _check(t.sample_grid <= MAX_SAMPLE_GRID, f"train.sample_grid must be at most {MAX_SAMPLE_GRID:,} (a 64 x 64 "
+           f"grid), got {t.sample_grid:,}; `gankit sample RUN --n N` makes more images from a checkpoint")
     return cfg

@@ -52,6 +52,8 @@ def test_unknown_net_param_did_you_mean():
         ("optim.d.linear_decay=[100]", "optim.d.linear_decay must be"),
         ("optim.g.lr_final=1.5", r"optim.g.lr_final must be a fraction of lr in \[0, 1\]"),
         ("train.reuse_fakes=true", "train.reuse_fakes needs train.fakes_for_d = 'train'"),  # seed 002: eval
+        # one forward pass of G: 1,000,000 was killed by the kernel at 24 GB, with no message
+        ("train.sample_grid=1000000", "train.sample_grid must be at most 4,096 .*got 1,000,000; `gankit sample"),
     ],
 )
 def test_bad_values(override, message):
