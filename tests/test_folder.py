@@ -289,3 +289,26 @@ def test_a_conditional_model_on_a_folder_of_one_class_is_refused(tmp_path):
     with pytest.raises(GankitError, match=r"conditional model .* has one class \(all\) \(put its images in one "
                                           r"subfolder per class\)"):
         train(_folder_cfg("seed003-cgan-mnist", f"folder:{pics}"), tmp_path / "run", progress=False)
+
+
+def test_resuming_after_the_folder_changed_says_what_changed(tmp_path):
+    """An added image said only 'sampler state is for 8 images but the dataset has 9'; an added class
+    folder blamed 'a changed model.* or optim.* setting'."""
+    from gankit.train.loop import train
+
+    root = tmp_path / "pics"
+    _digits(root / "a", 4), _digits(root / "b", 4)
+    cfg = _folder_cfg("seed002-mlp-mnist", f"folder:{root}")
+    train(cfg, tmp_path / "run", progress=False)
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(root / "a" / "new.png")
+    with pytest.raises(GankitError, match=r"was trained on 8 images of folder:.*pics, and the data now has 9; put "
+                                          "the data back as it was to resume, or start a new run"):
+        train(cfg, tmp_path / "run", resume=True, progress=False)
+    (root / "a" / "new.png").unlink()
+    _digits(root / "c", 1)
+    with pytest.raises(GankitError, match=r"was trained on 2 classes of folder:.*pics \(a, b\), and the data now "
+                                          r"has 3 \(a, b, c\); put the data back"):
+        train(cfg, tmp_path / "run", resume=True, progress=False)
+    (root / "c" / "0.png").unlink()
+    (root / "c").rmdir()
+    assert train(cfg, tmp_path / "run", resume=True, progress=False).step == 2  # as it was: resumes

@@ -160,6 +160,24 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
         release_run(out)  # the run directory's lock, taken when it was created or opened
 
 
+def check_same_data(ckpt: Path, state: dict[str, Any], info: Any, *, n: int) -> None:
+    """A clear error when the data a checkpoint was trained on has changed since (a folder dataset with
+    images or class folders added or removed), instead of a mismatched net or sampler further on."""
+    saved = state.get("data_info") or {}
+    advice = "put the data back as it was to resume, or start a new run on the data as it is now"
+    classes = saved.get("class_names")
+    if classes is not None and list(classes) != list(info.class_names):
+        def show(names: list[str] | tuple[str, ...]) -> str:
+            return ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
+        raise GankitError(f"{ckpt} was trained on {len(classes)} classes of {saved.get('name', info.name)} "
+                          f"({show(classes)}), and the data now has {info.num_classes} ({show(info.class_names)}); "
+                          + advice)
+    order = (state.get("sampler") or {}).get("order")
+    if hasattr(order, "numel") and order.numel() != n:
+        raise GankitError(f"{ckpt} was trained on {order.numel():,} images of {saved.get('name', info.name)}, and "
+                          f"the data now has {n:,}; " + advice)
+
+
 def _own_data_path(cfg: Config, out: str | Path) -> Config:
     """``cfg`` with a relative ``folder:`` dataset made absolute, so that the run resumes, samples and
     reports from any directory; refuses an ``out`` inside that folder, whose checkpoints and sample grids
@@ -311,6 +329,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     def restore(ckpt: Path) -> dict[str, Any]:
         nonlocal step, images_seen, seconds, best, sums, counts
         weights, state = load_checkpoint(ckpt)
+        check_same_data(ckpt, state, info, n=len(data))
         try:
             G.load_state_dict({k[2:]: v for k, v in weights.items() if k.startswith("G.")})
             D.load_state_dict({k[2:]: v for k, v in weights.items() if k.startswith("D.")})
