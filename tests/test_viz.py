@@ -354,6 +354,25 @@ def test_report_is_self_contained(mlp_run, tmp_path):
     assert "refresh" not in (tmp_path / "r.html").read_text().split("<title>")[0]
 
 
+def test_report_notes_a_section_it_cannot_make_and_writes_the_rest(mlp_run, tmp_path):
+    """Damaged sample grids, or checkpoints too damaged to judge from, cost the whole page before."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(mlp_run, run)
+    shutil.rmtree(run / "judge")
+    for grid in (run / "samples").glob("step-*.png"):
+        grid.write_bytes(b"junk")
+    for weights in (run / "checkpoints").glob("*/weights.safetensors"):
+        weights.write_bytes(weights.read_bytes() + b"x")
+    r = cli("report", run, "--out", tmp_path / "r.html")  # judges the latest checkpoint when the run has no grid
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    page = (tmp_path / "r.html").read_text()
+    assert "no evolution: " in page and "no judged grid: " in page
+    for section in ("Learning curves", "Metrics", "Checkpoints", "Config"):
+        assert f"<h2>{section}</h2>" in page
+
+
 # ---- config and TensorBoard ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("bad", ["train.tensorboard='maybe'", "train.judge_every=0", "train.report_every=-1"])

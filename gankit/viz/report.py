@@ -18,7 +18,7 @@ from typing import Any
 from PIL import Image
 
 from gankit.data.files import atomic_write_bytes
-from gankit.errors import GankitError
+from gankit.errors import GankitError, first_line
 from gankit.run import RunDir, list_checkpoints, read_stats
 
 EVOLUTION_FRAMES = 40  # frames of the embedded evolution GIF (spread over the run), to keep the page light
@@ -214,21 +214,32 @@ def build_report(run_dir: str | Path, *, refresh: int | None = None, judge_missi
 
     parts.append("<h2>Evolution</h2>")
     if frames:
-        ev = evolution_frames(run.samples, max_frames=EVOLUTION_FRAMES, max_side=EVOLUTION_SIDE)
-        gif = gif_bytes(ev, durations=[300] * (len(ev) - 1) + [2000])
-        parts.append(_figure(data_uri(gif, "image/gif"), f"the fixed noise over {len(ev)} snapshots", "evolution"))
-        parts.append(_figure(_png(evolution_strip(run.samples, k=6, thumb=160)), "evolution strip", "evolution strip"))
+        try:  # (one section's damaged files must not cost the whole page)
+            ev = evolution_frames(run.samples, max_frames=EVOLUTION_FRAMES, max_side=EVOLUTION_SIDE)
+            gif = gif_bytes(ev, durations=[300] * (len(ev) - 1) + [2000])
+            strip = _png(evolution_strip(run.samples, k=6, thumb=160))
+        except GankitError as exc:
+            parts.append(_note(f"no evolution: {first_line(exc)}"))
+        else:
+            parts.append(_figure(data_uri(gif, "image/gif"), f"the fixed noise over {len(ev)} snapshots", "evolution"))
+            parts.append(_figure(strip, "evolution strip", "evolution strip"))
     else:
         parts.append(_note("no sample grids yet"))
 
     parts.append("<h2>How D judges</h2>")
     judged = sample_frames(run.path / "judge")
+    judge_failed = None
     if not judged and judge_missing and ckpts:
         from gankit.viz.judge import judge_run
 
-        judge_run(run.path, root=root)
+        try:
+            judge_run(run.path, root=root)
+        except GankitError as exc:
+            judge_failed = first_line(exc)
         judged = sample_frames(run.path / "judge")
-    if judged:
+    if judge_failed:
+        parts.append(_note(f"no judged grid: {judge_failed}"))
+    elif judged:
         s, p = judged[-1]
         parts.append(_figure(_file_uri(p), f"step {s:,}: real images (green titles) and generated ones (red), "
                              "each titled with D's verdict", "judged grid"))
