@@ -312,3 +312,10 @@ def test_resuming_after_the_folder_changed_says_what_changed(tmp_path):
     (root / "c" / "0.png").unlink()
     (root / "c").rmdir()
     assert train(cfg, tmp_path / "run", resume=True, progress=False).step == 2  # as it was: resumes
+
+
+def test_a_single_image_file_is_a_clear_error(tmp_path):
+    """It gave five lines of archive readers' failures (gz, bz2, xz, tar)."""
+    pics = _digits(tmp_path / "pics", 1)
+    with pytest.raises(GankitError, match=r"0.png is one image; give the folder that holds the images, folder:.*pics$"):
+        load_dataset(f"folder:{pics / '0.png'}")

@@ -468,3 +468,13 @@ def test_tensorboard_tags_group_records_by_kind():
     assert tag("val_loss", {"step": 2, "kind": "schedule"}) == "schedule/val_loss"
     assert tag("lr_scale", {"step": 2, "kind": "rollback"}) == "rollback/lr_scale"  # not mistaken for a schedule
     assert tag("dfid2k-test", {"step": 2, "kind": "eval"}) == "eval/dfid2k-test"
+
+
+def test_a_picture_too_wide_for_a_jpeg_is_a_clear_error(tmp_path):
+    from gankit.viz.grid import save_image
+
+    with pytest.raises(GankitError, match=r"a JPEG can be at most 65,500 pixels on a side, and this picture is "
+                                          r"70,000 x 2; write a .png"):
+        save_image(Image.new("L", (70_000, 2)), tmp_path / "wide.jpg")
+    assert not (tmp_path / "wide.jpg").exists()
+    save_image(Image.new("L", (70_000, 2)), tmp_path / "wide.png")

@@ -78,6 +78,9 @@ def _entries(path: Path) -> Iterator[tuple[str, bytes | None, str]]:
     Files and archive members that cannot be read come with ``None`` and the reason, for the caller to
     skip and count; folders that cannot be listed are warned about (their images would be missing).
     """
+    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        raise GankitError(f"folder dataset: {path} is one image; give the folder that holds the images, "
+                          f"folder:{path.parent}")
     if path.is_dir():
         found, seen = [], {os.path.realpath(path)}
         # os.walk with followlinks: a class folder that is a symbolic link counts (rglob skips it); each real

@@ -58,6 +58,9 @@ def labelled_grid(images: torch.Tensor, labels: list[str], *, nrow: int | None =
     return canvas
 
 
+JPEG_MAX_SIDE = 65_500  # libjpeg's limit
+
+
 def save_image(image: Image.Image, path: str | Path) -> Path:
     """Save a picture, creating its folder, atomically (a reader never sees half a PNG)."""
     import io
@@ -69,6 +72,9 @@ def save_image(image: Image.Image, path: str | Path) -> Path:
         raise GankitError(f"{path}: give a .png or .jpg file name")
     buf = io.BytesIO()
     fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    if fmt == "JPEG" and max(image.size) > JPEG_MAX_SIDE:  # (libjpeg's own message says only "broken data stream")
+        raise GankitError(f"{path}: a JPEG can be at most {JPEG_MAX_SIDE:,} pixels on a side, and this picture is "
+                          f"{image.size[0]:,} x {image.size[1]:,}; write a .png, or ask for fewer images a row")
     image.save(buf, format=fmt)
     atomic_write_bytes(path, buf.getvalue())
     return path
