@@ -188,7 +188,8 @@ def parse_stats_line(raw: bytes) -> dict[str, Any] | None:
     if not isinstance(record, dict):
         return None
     step = record.get("step")
-    return record if isinstance(step, int | float) and not isinstance(step, bool) else None
+    usable = isinstance(step, int | float) and not isinstance(step, bool) and math.isfinite(step)
+    return record if usable else None
 
 
 def truncate_stats(run: RunDir, step: int) -> None:

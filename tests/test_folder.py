@@ -306,8 +306,8 @@ def test_resuming_after_the_folder_changed_says_what_changed(tmp_path):
         train(cfg, tmp_path / "run", resume=True, progress=False)
     (root / "a" / "new.png").unlink()
     _digits(root / "c", 1)
-    with pytest.raises(GankitError, match=r"was trained on 2 classes of folder:.*pics \(a, b\), and the data now "
-                                          r"has 3 \(a, b, c\); put the data back"):
+    with pytest.raises(GankitError, match=r"was trained on 2 classes \(a, b\) of folder:.*pics, and the data now "
+                                          r"has 3 classes \(a, b, c\); put the data back"):
         train(cfg, tmp_path / "run", resume=True, progress=False)
     (root / "c" / "0.png").unlink()
     (root / "c").rmdir()

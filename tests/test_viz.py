@@ -326,7 +326,8 @@ def test_damaged_stats_lines_are_skipped_by_plots_reports_and_resume(mlp_run, tm
     shutil.copytree(mlp_run, run)
     good = read_stats(RunDir(run))
     with open(run / "stats.jsonl", "ab") as fh:
-        fh.write(b'\xff\xfe{"step":\nnull\n[1, 2]\n{"step": "7", "kimg": 0.2, "d_loss": 1.0}\n{"step": true}\n')
+        fh.write(b'\xff\xfe{"step":\nnull\n[1, 2]\n{"step": "7", "kimg": 0.2, "d_loss": 1.0}\n'
+                 b'{"step": true}\n{"step": NaN}\n')
     assert read_stats(RunDir(run)) == good
     assert cli("plot", run, "--out", tmp_path / "c.png").exit_code == 0
     r = cli("report", run, "--no-judge", "--out", tmp_path / "r.html")

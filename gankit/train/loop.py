@@ -169,9 +169,10 @@ def check_same_data(ckpt: Path, state: dict[str, Any], info: Any, *, n: int) -> 
     if classes is not None and list(classes) != list(info.class_names):
         def show(names: list[str] | tuple[str, ...]) -> str:
             return ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
-        raise GankitError(f"{ckpt} was trained on {len(classes)} classes of {saved.get('name', info.name)} "
-                          f"({show(classes)}), and the data now has {info.num_classes} ({show(info.class_names)}); "
-                          + advice)
+        def count(names: list[str] | tuple[str, ...]) -> str:
+            return f"{len(names)} class{'es' if len(names) != 1 else ''} ({show(names)})"
+        raise GankitError(f"{ckpt} was trained on {count(classes)} of {saved.get('name', info.name)}, and the data "
+                          f"now has {count(info.class_names)}; " + advice)
     order = (state.get("sampler") or {}).get("order")
     if hasattr(order, "numel") and order.numel() != n:
         raise GankitError(f"{ckpt} was trained on {order.numel():,} images of {saved.get('name', info.name)}, and "
