@@ -89,6 +89,14 @@ def test_judge_command(mlp_run, tmp_path):
     r = cli("judge", mlp_run, "--out", tmp_path / "j.png", "--n", 6)
     assert r.exit_code == 0, r.output
     assert Image.open(tmp_path / "j.png").width > 300
+    for n in (0, 100_000_000):  # the dataset's size capped a huge count without a word
+        r = cli("judge", mlp_run, "--out", tmp_path / "big.png", "--n", n)
+        assert r.exit_code == 2 and "--n must be between 1 and 1,024" in r.output, r.output
+    with pytest.warns(UserWarning, match="the run's dataset has 256 images: the grid shows 256 real and as many "
+                                         "generated, not 300"):
+        from gankit.viz.judge import judge_run
+
+        judge_run(mlp_run, out=tmp_path / "capped.png", n=300, root=None)
 
 
 # ---- animation ------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ so the raw score is shown instead. Titles are green over real images and red ove
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from gankit.viz.grid import default_scale, make_grid, save_image
 
 PROBABILISTIC_LOSSES = ("bce", "minimax")  # D's logit is log(p / (1 - p)) for these
 JUDGE_OFFSET = 4_000_037  # the judged grid's real images and noise come from seed + this
+MAX_JUDGED = 1024  # gankit judge --n
 REAL_COLOUR = (0, 140, 0)
 FAKE_COLOUR = (200, 0, 0)
 
@@ -133,11 +135,14 @@ def judge_run(run_dir: str | Path, *, out: str | Path | None = None, n: int = 16
     from gankit.sample import load_discriminator
     from gankit.train.build import load_training_data, value_range
 
-    if n <= 0:
-        raise GankitError(f"--n must be positive, got {n}")
+    if not 0 < n <= MAX_JUDGED:  # one picture of titled pairs: more would not fit a screen (or memory)
+        raise GankitError(f"--n must be between 1 and {MAX_JUDGED:,} (real images, and as many generated), got {n:,}")
     lg = load_discriminator(run_dir, device=device, checkpoint=checkpoint)
     assert lg.D is not None
     data = load_training_data(lg.cfg.data, root=root)
+    if len(data) < n:
+        warnings.warn(f"the run's dataset has {len(data):,} images: the grid shows {len(data):,} real and as many "
+                      f"generated, not {n:,}", stacklevel=2)
     real, real_y, z = fixed_judge_inputs(lg.cfg, data.images, data.labels, n=n,
                                          seed=lg.cfg.train.seed if seed is None else seed)
     j = judge(lg.G, lg.D, real=real, real_y=real_y, z=z, value_range=value_range(lg.cfg.model),
