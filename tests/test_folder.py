@@ -322,3 +322,23 @@ def test_a_single_image_file_is_a_clear_error(tmp_path):
     pics = _digits(tmp_path / "pics", 1)
     with pytest.raises(GankitError, match=r"0.png is one image; give the folder that holds the images, folder:.*pics$"):
         load_dataset(f"folder:{pics / '0.png'}")
+
+
+def test_a_truncated_zip_and_a_junk_file_are_one_line_errors(tmp_path):
+    """A truncated .zip is no zip to zipfile (its directory is at the end), so it went to tarfile, whose
+    error listed each compression it tried on a line of its own."""
+    root = _tree(tmp_path / "pics")
+    zpath = tmp_path / "pics.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for p in sorted(root.rglob("*.png")):
+            zf.write(p, p.relative_to(root).as_posix())
+    data = zpath.read_bytes()
+    zpath.write_bytes(data[: len(data) // 2])
+    with pytest.raises(GankitError, match=r"pics.zip: a damaged or truncated .zip archive \(its directory at the "
+                                          r"end is missing\); copy or download it again"):
+        load_dataset(f"folder:{zpath}")
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"not an archive")
+    with pytest.raises(GankitError, match="junk.tar: not a readable folder, .zip, .tar or .tar.gz archive") as err:
+        load_dataset(f"folder:{junk}")
+    assert "\n" not in str(err.value)

@@ -114,6 +114,10 @@ def _entries(path: Path) -> Iterator[tuple[str, bytes | None, str]]:
                     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
                         yield name, None, f"damaged in the archive: {exc}"
     elif path.is_file():
+        with open(path, "rb") as fh:
+            if fh.read(4) == b"PK\x03\x04":  # a zip's first entry, but no directory at its end
+                raise GankitError(f"{path}: a damaged or truncated .zip archive (its directory at the end is "
+                                  "missing); copy or download it again")
         try:
             with tarfile.open(path) as tar:
                 members = sorted((m for m in tar if m.isfile()), key=lambda m: m.name)
@@ -125,7 +129,8 @@ def _entries(path: Path) -> Iterator[tuple[str, bytes | None, str]]:
                 blobs = [(m.name, tar.extractfile(m).read()) for m in members  # type: ignore[union-attr]
                          if PurePosixPath(m.name).suffix.lower() in IMAGE_SUFFIXES]
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-            raise GankitError(f"{path}: not a readable folder, .zip, .tar or .tar.gz archive ({exc})") from None
+            why = " ".join(str(exc).split())  # (tarfile lists each compression it tried on a line of its own)
+            raise GankitError(f"{path}: not a readable folder, .zip, .tar or .tar.gz archive ({why})") from None
         for name, blob in blobs:
             yield name, blob, ""
     else:
