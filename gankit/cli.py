@@ -388,6 +388,8 @@ def eval_(run_dir: str | None, metrics: str, n: int, against: str, real_dataset:
                                   checkpoint=checkpoint, ema=not no_ema, device=device)
         if dist.is_main():
             click.echo(format_table(result))
+            if result.get("note"):
+                click.echo(f"note: {result['note']}")
 
 
 # ---- evaluators ------------------------------------------------------------------------------------------------
@@ -420,7 +422,8 @@ def evaluator_train(name: str, epochs: int, width: int, lr: float, weight_decay:
                            weight_decay=weight_decay, seed=seed,
                            out=Path(out) if out else None, log=click.echo)
     verdict = "meets" if meta["test_accuracy"] >= meta["target_accuracy"] else "is below"
-    click.echo(f"{name}: test accuracy {meta['test_accuracy']:.4f} {verdict} the target {meta['target_accuracy']}")
+    click.echo(f"{name}: test accuracy {meta['test_accuracy']:.4f} {verdict} the target {meta['target_accuracy']}; "
+               f"saved in {meta['saved_to']}")
 
 
 @evaluator.command("list")

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -37,23 +38,60 @@ from gankit.metrics.prdc import prdc
 METRICS = ("dfid", "fid", "kid", "pr", "dc", "classes", "cond-acc", "modes")
 DEFAULT_METRICS = ("dfid", "kid", "pr", "classes")
 MODES_N = 26_000  # the VEEGAN / PacGAN protocol
+# the fewest samples (and real images) each metric is defined on: the class-probability score splits its
+# samples in 10, precision/recall and density/coverage need more than k = 5 nearest neighbours
+MIN_N = {"dfid": 2, "fid": 2, "kid": 2, "pr": 6, "dc": 6, "classes": 10, "cond-acc": 1, "modes": 1}
+
+
+def _check_enough(metrics: tuple[str, ...], n: int, what: str) -> None:
+    """A clear error when ``n`` (samples, or real images) is too few for one of ``metrics``."""
+    for m in metrics:
+        if n < MIN_N[m]:
+            raise GankitError(f"{what} {n} is too few for the {m} metric: it needs at least {MIN_N[m]}")
 
 
 def _tag(n: int) -> str:
     return f"{n // 1000}k" if n % 1000 == 0 and n >= 1000 else str(n)
 
 
-def real_reference(ev: Evaluator, dataset: str, *, split: str, n: int, root: str | None) -> dict[str, torch.Tensor]:
-    """Evaluator features, probabilities and labels of the first ``n`` real images, cached under a
-    hash of the evaluator's weights and views (mirror averaging), the dataset's files, the split and n."""
-    ds = load_dataset(dataset, root=root, split=split)
-    n = min(n, len(ds))
-    stamps = []
-    for f in ds.files:
-        p = Path(f.split(":")[0])
-        st = p.stat() if p.exists() else None
-        stamps.append((str(p.resolve()) if st else f, st.st_size if st else 0, st.st_mtime_ns if st else 0))
-    key = json.dumps([ev.sha256, bool(ev.meta.get("flip_average")), dataset, split, n, stamps])  # what makes them
+def reference_rows(total: int, n: int) -> torch.Tensor:
+    """Which of a split's ``total`` images a reference of ``n`` holds: all of them when n covers the split,
+    else n drawn with seed 1, in stored order (the real-vs-real floor draws its train images with seed 0).
+    Stored orders can be sorted by class (CIFAR-10's image folders, folder datasets): the first n of
+    CIFAR-10's test split were airplanes and automobiles only."""
+    if n >= total:
+        return torch.arange(total)
+    return torch.randperm(total, generator=torch.Generator().manual_seed(1))[:n].sort().values
+
+
+def _reference_set(dataset: str, *, split: str, n: int, root: str | None, resolution: int | None,
+                   channels: int | None) -> Dataset:
+    """The real images of a reference (see :func:`reference_rows`), read as the run was trained: a folder of
+    photos at its run's resolution and colour."""
+    ds = load_dataset(dataset, root=root, split=split, resolution=resolution, channels=channels)
+    return ds.subset(reference_rows(len(ds), n))
+
+
+def _content_key(ds: Dataset) -> str:
+    """A hash of the images and labels as loaded: a cached reference is reused only for the same pixels, so
+    a folder whose files were added, replaced or edited, or data read at another resolution or colour, gets
+    its own (a key made of file names and dates missed edits inside a folder)."""
+    h = hashlib.sha256(json.dumps(list(ds.images.shape)).encode())
+    h.update(ds.images.contiguous().numpy())
+    h.update(ds.labels.contiguous().numpy())
+    return h.hexdigest()
+
+
+def real_reference(ev: Evaluator, dataset: str, *, split: str, n: int, root: str | None,
+                   resolution: int | None = None, channels: int | None = None) -> dict[str, torch.Tensor]:
+    """Evaluator features, probabilities and labels of ``n`` real images of ``split`` (all when it has no
+    more; see :func:`reference_rows`), cached under a hash of the evaluator's weights and views (mirror
+    averaging) and of the images themselves.
+
+    ``resolution`` and ``channels``: as the run was trained (a folder of photos is read at its run's size).
+    """
+    ds = _reference_set(dataset, split=split, n=n, root=root, resolution=resolution, channels=channels)
+    key = json.dumps([ev.sha256, bool(ev.meta.get("flip_average")), _content_key(ds)])  # what makes them
     path = cache_dir() / "refstats" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.npz"
     cached = None
     try:
@@ -63,7 +101,7 @@ def real_reference(ev: Evaluator, dataset: str, *, split: str, n: int, root: str
         pass
     if dist.all_true(cached is not None):  # under torchrun all ranks compute it together, or none does
         return cached
-    images, labels = _channels_for(ev, ds.subset(torch.arange(n)))
+    images, labels = _channels_for(ev, ds)
     feats, probs = dist.map_rows(ev, images)  # under torchrun: split over ranks, gathered
     ref = {"features": feats, "probs": probs, "labels": labels}
     buf = io.BytesIO()
@@ -76,16 +114,15 @@ def real_reference(ev: Evaluator, dataset: str, *, split: str, n: int, root: str
 
 
 def inception_reference(dataset: str, *, split: str, n: int, root: str | None, device: str | torch.device = "cpu",
-                        ) -> tuple[Any, torch.Tensor]:
-    """(Inception extractor on ``device``, Inception features of the first ``n`` real images), cached like
+                        resolution: int | None = None, channels: int | None = None) -> tuple[Any, torch.Tensor]:
+    """(Inception extractor on ``device``, Inception features of ``n`` real images), chosen and cached like
     the evaluator's. The network runs in full fp32 on any device (a GPU's features are tested to agree with
     the CPU's to 1e-4 of their scale), so the cache does not depend on the device."""
     from gankit.metrics.inception import InceptionFeatures
 
     inc = InceptionFeatures(device=device)
-    ds = load_dataset(dataset, root=root, split=split)
-    n = min(n, len(ds))
-    key = json.dumps(["inception", inc.sha1, dataset, split, n, ds.files])
+    ds = _reference_set(dataset, split=split, n=n, root=root, resolution=resolution, channels=channels)
+    key = json.dumps(["inception", inc.sha1, _content_key(ds)])
     path = cache_dir() / "refstats" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.npz"
     cached = None
     try:
@@ -95,7 +132,7 @@ def inception_reference(dataset: str, *, split: str, n: int, root: str | None, d
         pass
     if dist.all_true(cached is not None):
         return inc, cached
-    feats = dist.map_rows(inc, ds.images[:n])
+    feats = dist.map_rows(inc, ds.images)
     buf = io.BytesIO()
     np.savez(buf, features=feats.numpy())
     try:
@@ -185,15 +222,29 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METR
         raise GankitError(f"--against must be train or test, got {against!r}")
     if n < dist.world():
         raise GankitError(f"--n {n} is fewer than the {dist.world()} processes sharing the work")
+    _check_enough(tuple(m for m in metrics if m != "modes"), n, "--n")
     t0 = time.perf_counter()
     lg = load_generator(run_dir, checkpoint=checkpoint, ema=ema, device=str(_eval_device(device)))
     dataset = lg.cfg.data.dataset
+    notes = []
+    if dataset.startswith("folder:") and against == "test":
+        # a folder has no held-out images: name the comparison for what it is (with the run's training images)
+        against = "train"
+        notes.append("a folder dataset has no test split: compared with its own (training) images")
+    elif against in lg.cfg.data.split.split("+") and against != "train":
+        notes.append(f"the run trained on these {against} images too (data.split = {lg.cfg.data.split})")
+    elif dataset == "mnist-demo":
+        notes.append("mnist-demo's splits are the same 10,000 images, so held-out numbers are training-set ones")
+    # the real images as the run saw them (a folder of photos is read at the run's resolution and colour)
+    real = {"resolution": lg.info.resolution, "channels": lg.info.channels}
     # the Inception FID needs no domain evaluator, so it works for any dataset (a folder of images too)
     fam = family_of(dataset) if set(metrics) - {"fid"} else None
     ev = load_evaluator(fam) if fam else None
-    result: dict[str, Any] = {"run": str(run_dir), "step": lg.step, "generator": lg.weights, "evaluator": fam,
-                              "evaluator_sha256": ev.sha256 if ev else None, "against": against, "n": n,
-                              "seed": seed, "device": lg.device.type}
+    result: dict[str, Any] = {"run": os.path.abspath(run_dir), "step": lg.step, "generator": lg.weights,
+                              "evaluator": fam, "evaluator_sha256": ev.sha256 if ev else None, "against": against,
+                              "n": n, "seed": seed, "device": lg.device.type}
+    if notes:
+        result["note"] = "; ".join(notes)
     if set(metrics) - {"modes"}:
         # one sample set serves the Inception FID and the evaluator's metrics (sampling can dominate)
         labels = torch.arange(n) % lg.info.num_classes if lg.cfg.model.conditional else None
@@ -201,16 +252,20 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METR
         fake = dist.gather_rows(fake)  # under torchrun each rank made its share of the same samples
     if "fid" in metrics:
         inc, inc_ref = inception_reference(dataset, split=against, n=n, root=root or lg.cfg.data.root,
-                                           device=lg.device)
+                                           device=lg.device, **real)
+        _check_enough(("fid",), len(inc_ref), f"{dataset} ({against}) has")
         result[f"fid{_tag(n)}-{against}"] = fid(dist.map_rows(inc, fake), inc_ref)
         result["inception_seconds"] = round(inc.seconds, 1)
+        result["n_real"] = len(inc_ref)  # the real images compared: n, or all of a smaller split
     if ev is not None and set(metrics) - {"modes", "fid"}:
-        ref = real_reference(ev, dataset, split=against, n=n, root=root or lg.cfg.data.root)
+        ref = real_reference(ev, dataset, split=against, n=n, root=root or lg.cfg.data.root, **real)
+        wanted = tuple(m for m in metrics if m not in ("modes", "fid"))
+        _check_enough(tuple(m for m in wanted if m != "cond-acc"), len(ref["labels"]), f"{dataset} ({against}) has")
+        result["n_real"] = len(ref["labels"])
         if dataset.split(":")[0] == "stacked-mnist":
             fake = fake.reshape(-1, 1, *fake.shape[2:])
-        result.update(compute_metrics(ev, ref, fake, metrics=tuple(m for m in metrics if m not in ("modes", "fid")),
-                                      against=against, requested=requested if lg.cfg.model.conditional else None,
-                                      samples=n))
+        result.update(compute_metrics(ev, ref, fake, metrics=wanted, against=against,
+                                      requested=requested if lg.cfg.model.conditional else None, samples=n))
     if ev is not None and "modes" in metrics:
         if lg.info.channels != 3 or fam != "mnist":
             raise GankitError("the modes metric is for Stacked MNIST generators")
@@ -236,6 +291,10 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METR
         earlier = json.loads(path.read_text())
     except (OSError, ValueError):
         earlier = {}
+    if earlier.get("evaluator_sha256") and result["evaluator_sha256"] not in (None, earlier["evaluator_sha256"]):
+        # another domain evaluator (retrained, or GANKIT_EVALUATORS): its numbers must not sit beside the
+        # earlier one's under one checksum; only the Inception FID, which does not depend on it, stays
+        earlier = {k: v for k, v in earlier.items() if k.startswith("fid") or k == "inception_seconds"}
     # an evaluation without the domain evaluator (fid alone) keeps the record of the one that made earlier numbers
     kept = {k: v for k, v in result.items() if v is not None or earlier.get(k) is None}
     atomic_write_bytes(path, json.dumps({**earlier, **kept}, indent=1).encode())
@@ -246,27 +305,38 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METR
 
 def evaluate_real(dataset: str, *, metrics: tuple[str, ...] = DEFAULT_METRICS, n: int = 10_000,
                   root: str | None = None, device: str = "cpu") -> dict[str, Any]:
-    """The floor: the train split's first n images scored against the test split, as if generated
-    (``device``: where the Inception network runs, as in :func:`evaluate_run`)."""
+    """The floor: n of the train split's images (drawn with seed 0) scored against the test split, as if
+    generated (``device``: where the Inception network runs, as in :func:`evaluate_run`)."""
+    if dataset.startswith("folder:"):
+        raise GankitError(f"--real {dataset}: a folder dataset has no test split to score its images against; "
+                          "--real needs a dataset with train and test splits (mnist, fashion-mnist, cifar10, ...)")
+    _check_enough(tuple(m for m in metrics if m != "modes"), n, "--n")
     t0 = time.perf_counter()
     dev = _eval_device(device) if "fid" in metrics else torch.device("cpu")  # the rest runs on the CPU
     # the Inception FID alone needs no domain evaluator
     ev = load_evaluator(family_of(dataset)) if set(metrics) - {"fid"} else None
     ds = load_dataset(dataset, root=root, split="train")
+    # the "generated" side: n train images drawn with seed 0 (the reference's draw, when n is less than the
+    # test split, uses seed 1: mnist-demo's two splits are one set of images, and they must not be the same n)
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[: min(n, len(ds))]
+    # n counts images as a run's n counts samples (a Stacked MNIST image is one sample of three digits)
     result: dict[str, Any] = {"dataset": dataset, "n": len(idx), "device": dev.type}
+    if dataset == "mnist-demo":
+        result["note"] = "mnist-demo's splits are the same 10,000 images: this floor scores them against themselves"
     if ev is not None:
         ref = real_reference(ev, dataset, split="test", n=n, root=root)
         images, labels = _channels_for(ev, ds.subset(idx))
         ok = tuple(m for m in metrics if m not in ("modes", "cond-acc", "fid"))
-        result.update(evaluator=ev.name, n=len(images))
-        result.update(compute_metrics(ev, ref, images, metrics=ok, against="test"))
+        _check_enough(ok, min(len(idx), len(ref["labels"])), f"{dataset} has")
+        result.update(evaluator=ev.name, n_real=len(ref["labels"]))
+        result.update(compute_metrics(ev, ref, images, metrics=ok, against="test", samples=len(idx)))
         if "cond-acc" in metrics:
             _, probs = dist.map_rows(ev, images)
             result["cond_acc"] = float((probs.argmax(1) == labels).double().mean())
     if "fid" in metrics:
         inc, inc_ref = inception_reference(dataset, split="test", n=n, root=root, device=dev)
         result[f"fid{_tag(len(idx))}-test"] = fid(dist.map_rows(inc, ds.images[idx]), inc_ref)
+        result["n_real"] = len(inc_ref)
     result["seconds"] = round(time.perf_counter() - t0, 2)
     return result
 

@@ -119,7 +119,7 @@ def test_conditional_sampling(tmp_path):
         (["train", "--config", "/nonexistent.toml"], "cannot read config"),
         (["train", "--resume", "/nonexistent/run"], "not a gankit run directory"),
         (["eval", "/nonexistent/run"], "not a gankit run directory"),
-        (["eval", "--real", "folder:/x"], "no domain evaluator"),
+        (["eval", "--real", "folder:/x"], "no test split"),
         (["sample", "/nonexistent/run", "--n", "0"], "not a gankit run directory"),
         (["train", "--preset", ""], "--preset is empty"),
         (["train", "--preset", "seed002-mlp-mnist", "--set", "optim.g.lr=nan", "--dry-run"], "must be a finite number"),

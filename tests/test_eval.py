@@ -1,5 +1,8 @@
 import json
+import os
+import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -134,6 +137,9 @@ def test_cond_acc_and_modes_errors(tiny_evaluator, monkeypatch, tmp_path):
     train(cfg, tmp_path / "c", progress=False)
     res = evaluate_run(tmp_path / "c", metrics=("cond-acc", "dfid"), n=100)
     assert 0 <= res["cond_acc"] <= 1 and len(res["cond_acc_per_class"]) == 10 and res["dfid100-test"] > 0
+    assert res["n_real"] == 100 and "same 10,000 images" in res["note"]  # mnist-demo: train and test are one set
+    with pytest.raises(GankitError, match="--n 8 is too few for the classes metric: it needs at least 10"):
+        evaluate_run(tmp_path / "c", metrics=("dfid", "classes"), n=8)  # (a ValueError's traceback)
     saved = json.loads((tmp_path / "c" / "eval" / "step-00000002-test-100.json").read_text())
     assert saved["cond_acc"] == res["cond_acc"] and (tmp_path / "c" / "metrics.jsonl").exists()
     with pytest.raises(GankitError, match="Stacked MNIST"):
@@ -172,6 +178,8 @@ def test_stacked_mnist_modes_through_eval(shared_data, tmp_path):
     channels = [res[f"modes_kl_channel{c}"] for c in range(3)]
     assert all(k >= 0 for k in channels) and 0 < res["modes_confidence"] <= 1
     assert res["dfid300-test"] > 0  # three digits per sample, judged as 900 single digits
+    floor = evaluate_real("stacked-mnist", n=300, metrics=("dfid",), root=str(shared_data))
+    assert "dfid300-test" in floor and floor["n"] == 300  # named in samples as runs are (it said dfid900)
 
 
 def test_a_generator_that_emits_nan_is_refused_not_scored_as_black_images(tiny_evaluator, monkeypatch, tmp_path):
@@ -190,3 +198,76 @@ def test_a_generator_that_emits_nan_is_refused_not_scored_as_black_images(tiny_e
     lg.G.train()
     key, value = measure(lg.G)
     assert key == "dfid100-test" and value != value and lg.G.training  # NaN, and G's mode restored
+
+
+def _grey_folder(root, sizes):
+    """Class folders a and b of grey noise images, one per size in ``sizes`` (each folder)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in "ab":
+        (root / c).mkdir(parents=True)
+        for i, s in enumerate(sizes):
+            Image.fromarray(rng.integers(0, 256, (s, s), dtype=np.uint8)).save(root / c / f"{i}.png")
+
+
+def test_real_reference_is_read_at_the_runs_size_and_follows_the_pixels(tiny_evaluator, monkeypatch, tmp_path):
+    """Mixed sizes need the run's resolution (it gave 'images have different sizes'), and a cached reference
+    is reused only for the same pixels: an image replaced inside a class folder leaves the folder's own date
+    as it was, and a key made of file names and dates reused the stale features."""
+    from PIL import Image
+
+    monkeypatch.setenv("GANKIT_EVALUATORS", str(tiny_evaluator))
+    ev = load_evaluator("mnist")
+    pics = tmp_path / "pics"
+    _grey_folder(pics, [56, 40, 56])
+    spec = f"folder:{pics}"
+    with pytest.raises(GankitError, match="different or non-square sizes"):
+        real_reference(ev, spec, split="test", n=6, root=None)
+    first = real_reference(ev, spec, split="test", n=6, root=None, resolution=28, channels=1)
+    assert first["features"].shape[0] == 6
+    again = real_reference(ev, spec, split="test", n=6, root=None, resolution=28, channels=1)
+    assert torch.equal(first["features"], again["features"])
+    stamp = (pics.stat().st_atime_ns, pics.stat().st_mtime_ns)
+    Image.new("L", (56, 56), 255).save(pics / "a" / "0.png")
+    os.utime(pics, ns=stamp)
+    changed = real_reference(ev, spec, split="test", n=6, root=None, resolution=28, channels=1)
+    assert not torch.equal(first["features"][0], changed["features"][0])
+    assert torch.equal(first["features"][1:], changed["features"][1:])
+
+
+
+def test_a_reference_smaller_than_its_split_is_a_draw_from_every_class():
+    """CIFAR-10's image folders and folder datasets are stored sorted by class: the first 1,000 of
+    CIFAR-10's test split were all airplanes, and the CIFAR-10 dFID of a run was measured against them."""
+    from gankit.evaluate import reference_rows
+
+    labels = torch.arange(10_000) // 1000  # sorted by class, as CIFAR-10's test split is loaded
+    rows = reference_rows(10_000, 1000)
+    counts = torch.bincount(labels[rows], minlength=10)
+    assert len(rows.unique()) == 1000 and bool((rows[1:] > rows[:-1]).all())  # distinct, in stored order
+    assert counts.min() > 60 and counts.max() < 140
+    assert torch.equal(reference_rows(10_000, 10_000), torch.arange(10_000))  # the whole split: as stored
+    assert torch.equal(reference_rows(500, 1000), torch.arange(500))
+
+
+def test_evaluations_by_two_evaluators_do_not_share_a_file(tiny_evaluator, monkeypatch, tmp_path):
+    """A re-evaluation with another evaluator (retrained, or GANKIT_EVALUATORS) merged its numbers with the
+    earlier one's under the new checksum; a retraining below the target replaced the evaluator in place."""
+    other = tmp_path / "other"
+    shutil.copytree(tiny_evaluator, other)
+    meta = train_evaluator("mnist", dataset="mnist-demo", epochs=1, width=4, limit=300, batch=64, out=other,
+                           seed=1, log=lambda *_: None)
+    assert meta["test_accuracy"] < meta["target_accuracy"] and meta["saved_to"] == str(other / "below-target")
+    assert (other / "mnist.json").read_bytes() == (tiny_evaluator / "mnist.json").read_bytes()  # kept as it was
+    monkeypatch.setenv("GANKIT_EVALUATORS", str(tiny_evaluator))
+    cfg = C.build("seed002-mlp-mnist", overrides=[*tiny_overrides(2), "data.dataset='mnist-demo'"])
+    train(cfg, tmp_path / "r", progress=False)
+    first = evaluate_run(tmp_path / "r", metrics=("dfid", "kid"), n=50)
+    monkeypatch.setenv("GANKIT_EVALUATORS", str(other / "below-target"))
+    second = evaluate_run(tmp_path / "r", metrics=("kid",), n=50)
+    assert first["evaluator_sha256"] != second["evaluator_sha256"]
+    saved = json.loads((tmp_path / "r" / "eval" / "step-00000002-test-50.json").read_text())
+    assert saved["evaluator_sha256"] == second["evaluator_sha256"] and saved["kid50-test"] == second["kid50-test"]
+    assert "dfid50-test" not in saved  # the first evaluator's number is not filed under the second's checksum
+    assert saved["run"] == str(tmp_path / "r")

@@ -243,6 +243,19 @@ def test_images_beside_class_folders_are_left_out_with_a_warning(tmp_path):
     assert ds.info.class_names == ("cats", "dogs") and ds.labels.tolist() == [0, 0, 1]
 
 
+def test_a_class_folder_without_images_is_named_in_a_warning(tmp_path):
+    """An empty class folder is no class; it was dropped without a word, and --class birds then failed
+    unexplained. A folder has no splits, and its notes say so (`gankit data check` prints them)."""
+    root = _tree(tmp_path / "pics")
+    (root / "birds").mkdir()
+    (root / "birds" / "notes.txt").write_text("not an image")
+    with pytest.warns(UserWarning) as seen:
+        ds = load_dataset(f"folder:{root}", resolution=16)
+    said = [str(w.message) for w in seen]
+    assert any("class folder(s) without readable images, so not classes: birds" in m for m in said), said
+    assert ds.info.class_names == ("cats", "dogs") and "no splits" in ds.info.notes[0]
+
+
 def _digits(root, n=8):
     root.mkdir(parents=True)
     rng = np.random.default_rng(0)

