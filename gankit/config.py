@@ -462,6 +462,9 @@ def validate(cfg: Config) -> Config:
     _check(cfg.loss.gp_weight >= 0 and cfg.loss.r1_gamma >= 0, "loss.gp_weight and loss.r1_gamma must be >= 0")
     _check(cfg.loss.clip_eps == 0 or 0 < cfg.loss.clip_eps < 0.5,
            f"loss.clip_eps must be 0 (off) or in (0, 0.5), got {cfg.loss.clip_eps}")
+    _check(cfg.loss.clip_eps == 0 or registry.get("loss", cfg.loss.name).uses_targets,
+           f"loss.clip_eps is Keras' clipping of a cross-entropy loss's probabilities; loss.name = "
+           f"{cfg.loss.name!r} has no probabilities to clip (use bce or minimax)")
     _check(cfg.loss.class_weight >= 0, f"loss.class_weight must be >= 0, got {cfg.loss.class_weight}")
     _check(0.0 < cfg.loss.topk <= 1.0, f"loss.topk must be in (0, 1] (1 = off), got {cfg.loss.topk}")
     _check(0.0 < cfg.loss.topk_gamma <= 1.0, f"loss.topk_gamma must be in (0, 1], got {cfg.loss.topk_gamma}")
@@ -511,6 +514,9 @@ def validate(cfg: Config) -> Config:
     registry.get("schedule", cfg.schedule.name)
     s = cfg.schedule
     _check(s.d_steps >= 1 and s.g_steps >= 1, "schedule.d_steps and g_steps must be >= 1")
+    _check(s.name == "alternate" or (s.d_steps, s.g_steps) == (1, 1),
+           f"schedule.d_steps and g_steps are the alternate schedule's; {s.name!r} decides each step's updates "
+           f"itself (one D or G update at a time), so d_steps = {s.d_steps}, g_steps = {s.g_steps} would do nothing")
     _check(0 <= s.g_target <= 1 and 0 <= s.d_target <= 1, "schedule.g_target and d_target must be in [0, 1]")
     _check(s.val_size >= 2 and s.max_phase_steps >= 1 and s.every >= 1,
            "schedule.val_size must be >= 2, max_phase_steps and every >= 1")

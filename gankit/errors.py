@@ -21,6 +21,8 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message, shortened: for quoting a library's error in ours."""
-    text = str(exc).strip().splitlines()
+    text = [t.strip() for t in str(exc).strip().splitlines() if t.strip()]
     line = text[0] if text else type(exc).__name__
+    if line.endswith(":") and len(text) > 1:  # a heading ("Error(s) in loading state_dict for G:"): and its first item
+        line = f"{line} {text[1]}"
     return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -21,12 +21,15 @@ Tensor = torch.Tensor
 
 @dataclass(frozen=True)
 class Objective:
-    """An adversarial loss. ``uses_targets``: D's losses take per-sample targets (label smoothing/noise)."""
+    """An adversarial loss. ``uses_targets``: D's losses take per-sample targets (label smoothing/noise).
+    ``threshold``: the output above which D calls an image real, for its accuracy (the midpoint of the
+    targets: 0 for logits and hinge scores, 0.5 for LSGAN's 0 and 1)."""
 
     d_real: Callable[..., Tensor]
     d_fake: Callable[..., Tensor]
     g: Callable[[Tensor], Tensor]
     uses_targets: bool = False
+    threshold: float = 0.0
 
 
 # ---- binary cross-entropy (the seeds' loss), in logit form for numerical stability ----------------
@@ -107,7 +110,7 @@ def g_lsgan(fake_logits: Tensor) -> Tensor:
     return 0.5 * (fake_logits - 1.0).pow(2).mean()
 
 
-register("loss", "lsgan")(Objective(d_lsgan_real, d_lsgan_fake, g_lsgan))
+register("loss", "lsgan")(Objective(d_lsgan_real, d_lsgan_fake, g_lsgan, threshold=0.5))
 
 
 def clip_bound(eps: float) -> float:
@@ -142,7 +145,8 @@ def keras_clipped(objective: Objective, eps: float) -> Objective:
 
     return Objective(d_real=lambda logits, targets=None: objective.d_real(c(logits), targets),
                      d_fake=lambda logits, targets=None: objective.d_fake(c(logits), targets),
-                     g=lambda logits: objective.g(c(logits)), uses_targets=objective.uses_targets)
+                     g=lambda logits: objective.g(c(logits)), uses_targets=objective.uses_targets,
+                     threshold=objective.threshold)
 
 
 def topk_fraction(epochs: float, *, nu: float, gamma: float) -> float:

@@ -61,6 +61,16 @@ def test_bad_values(override, message):
         C.build("seed002-mlp-mnist", overrides=[override])
 
 
+@pytest.mark.parametrize("overrides, message", [
+    # settings that did nothing: the thresholds schedule makes one update at a time; LSGAN has no probabilities
+    (["schedule.name='thresholds'", "schedule.d_steps=3"], "d_steps = 3, g_steps = 1 would do nothing"),
+    (["loss.name='lsgan'", "loss.clip_eps=0.01"], "'lsgan' has no probabilities to clip"),
+])
+def test_settings_that_would_do_nothing_are_refused(overrides, message):
+    with pytest.raises(GankitError, match=message):
+        C.build("seed002-mlp-mnist", overrides=overrides)
+
+
 def test_reuse_fakes_needs_one_batch_size():
     with pytest.raises(GankitError, match="train.reuse_fakes needs G's batch to be D's"):
         C.build("mnist-best", overrides=["train.reuse_fakes=true", "train.g_batch_size=32"])

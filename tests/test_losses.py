@@ -114,3 +114,30 @@ def test_minimax_g_loss_saturates_where_the_non_saturating_one_does_not():
     assert grads["bce"] == pytest.approx(1 / (1 + math.exp(-10)))  # 1 - sigmoid(-10)
     assert C.build("seed003-cgan-mnist").loss.name == "bce"
     assert C.build("seed003-cgan-mnist", overrides=["loss.name='minimax'"]).loss.name == "minimax"  # the printed loss
+
+
+@pytest.mark.parametrize("name", registry.names("loss"))
+def test_d_accuracy_splits_at_the_midpoint_of_each_objectives_targets(name):
+    """D's accuracy (logged, and read by seed 000's adaptive balance) counts an output above the objective's
+    threshold as 'real'. LSGAN's targets are 0 and 1: at the threshold 0 of logits, a D that gave fakes 0.3
+    and reals 0.8 scored 0% on fakes and 'G fools D 100%' while it told every image apart."""
+    from torch import nn
+
+    from gankit.train.loop import _Probe
+
+    obj = registry.get("loss", name)
+    assert keras_clipped(obj, 1e-7).threshold == obj.threshold  # seed 001's clipping keeps it
+    real_out, fake_out = (0.8, 0.3) if name == "lsgan" else (1.0, -1.0)
+
+    class G(nn.Module):  # images of -1
+        def forward(self, z, y=None):
+            return -torch.ones(len(z), 4, 1, 1)
+
+    class D(nn.Module):  # fake_out for G's images, real_out for the rest
+        def forward(self, x, y=None):
+            return torch.where(x.flatten(1)[:, 0] < 0, fake_out, real_out)
+
+    probe = _Probe(G=G(), D=D(), objective=obj, make_noise=None, last_real=None,
+                   val=(torch.ones(4, 4, 1, 1), None, torch.zeros(4, 2), None))
+    m = probe._measure(torch.ones(4, 4, 1, 1), None, torch.zeros(4, 2), None)
+    assert m["d_acc_real"] == m["d_acc_fake"] == m["d_acc"] == 1.0 and m["g_acc"] == 0.0

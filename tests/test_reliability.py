@@ -132,6 +132,28 @@ def _stuck_warnings(monkeypatch, tmp_path, *, bias: float | None) -> tuple[list[
     return stuck, [r for r in read_stats(result.run, "train")]
 
 
+def test_the_explosion_message_shows_the_loss_above_its_limit():
+    """Three digits rounded 1.6000001 to the limit itself: 'g_loss=1.6 above ... = 1.6'."""
+    from gankit.config import TrainConfig
+    from gankit.train.recovery import Recovery
+
+    check = Recovery(TrainConfig(loss_explosion_above=1.6)).check
+    assert check({"g_loss": 1.6000001}, {}).startswith("g_loss=1.6000001 above")
+    assert check({"g_loss": 2.345678}, {}).startswith("g_loss=2.35 above")
+
+
+def test_a_quoted_error_that_opens_with_a_heading_keeps_its_first_item():
+    """'Error(s) in loading state_dict for G:' alone named no key: the refused resume's message lost why."""
+    from gankit.errors import first_line
+
+    try:
+        torch.nn.Linear(2, 3).load_state_dict({"weight": torch.zeros(4, 2)})
+    except RuntimeError as exc:
+        said = first_line(exc)
+        assert said.startswith('Error(s) in loading state_dict for Linear: Missing key(s) in state_dict: "bias"')
+    assert first_line(ValueError("one line\nand more")) == "one line"
+
+
 def test_a_run_stuck_beyond_the_keras_clip_is_told_once(monkeypatch, tmp_path):
     """Every logit beyond the clip: no gradient for either net, and nothing changes (seed 001's dead end)."""
     stuck, records = _stuck_warnings(monkeypatch, tmp_path / "dead", bias=-100.0)
@@ -413,6 +435,20 @@ def test_resume_with_settings_that_do_not_fit_is_refused_and_changes_nothing(tmp
     run.config_path.write_bytes(before[run.config_path])
     train(_cfg(extra=["optim.g.lr=0.005"], steps=9), run.path, resume=True, progress=False)
     assert run.config().optim.g.lr == 0.005  # a change that loads is recorded
+
+
+@pytest.mark.parametrize("change, what", [
+    ("schedule.name='thresholds'", "the schedule"),  # it ended in KeyError: 'phase'
+    ("train.seed=5", "random streams"),  # recorded, but only the grid's noise changed, mid-run
+    ("data.sampler='sequential'", "sampler continues"),  # recorded, and the saved shuffled order went on
+])
+def test_a_resume_that_changes_what_the_checkpoint_decides_is_refused(change, what, tmp_path):
+    run = RunDir(tmp_path / "run")
+    train(_cfg(), run.path, progress=False)
+    before = run.config_path.read_bytes()
+    with pytest.raises(GankitError, match=f"cannot change on --resume .*{what}"):
+        train(_cfg(extra=[change], steps=9), run.path, resume=True, progress=False)
+    assert run.config_path.read_bytes() == before
 
 
 def test_a_resume_with_nothing_left_to_train_changes_nothing(tmp_path, capsys):

@@ -251,6 +251,14 @@ def test_packed_discriminator_trains_and_resumes_exactly(tmp_path):
     assert all(torch.isfinite(torch.tensor(s["d_loss"])) for s in stats) and "r1" in stats[-1]
 
 
+def test_packed_discriminator_with_a_concatenated_d_batch(tmp_path):
+    """loss.d_update = concat (seeds 000 and 004) with model.pack: the joint batch's logits are split per
+    group (splitting them per image ended in a ValueError)."""
+    cfg = _cfg("mnist-best", extra=[*UNCLUSTERED, "model.pack=2", "model.g.width=8", "model.d.width=8",
+                                    "loss.d_update='concat'"], steps=2)
+    assert train(cfg, tmp_path / "run", progress=False).step == 2
+
+
 @pytest.mark.parametrize("targets", ["loss.real_label=0.9", "loss.label_noise=0.05"])
 def test_packed_discriminator_takes_smoothed_or_noisy_targets(targets, tmp_path):
     """One target per logit: a packed D gives one logit per group (targets for every image did not fit)."""

@@ -122,12 +122,13 @@ class _Probe:
         with torch.no_grad():
             fake = self.G(z, fake_y)
             r, f = self.D(real, real_y), self.D(fake, fake_y)
+            cut = self.objective.threshold
             out = {"d_loss_real": self.objective.d_real(r), "d_loss_fake": self.objective.d_fake(f),
-                   "g_loss": self.objective.g(f), "d_acc_real": (r > 0).float().mean(),
-                   "d_acc_fake": (f < 0).float().mean()}
+                   "g_loss": self.objective.g(f), "d_acc_real": (r > cut).float().mean(),
+                   "d_acc_fake": (f <= cut).float().mean()}
             n = min(len(r), len(f))  # D's accuracy on equal numbers of real and fake images
             out["d_loss"] = 0.5 * (self.objective.d_real(r[:n]) + self.objective.d_fake(f[:n]))
-            out["d_acc"] = 0.5 * ((r[:n] > 0).float().mean() + (f[:n] < 0).float().mean())
+            out["d_acc"] = 0.5 * ((r[:n] > cut).float().mean() + (f[:n] <= cut).float().mean())
         self.G.train(modes[0])
         self.D.train(modes[1])
         m = {k: float(v) for k, v in out.items()}
@@ -191,6 +192,26 @@ def _own_data_path(cfg: Config, out: str | Path) -> Config:
             raise GankitError(f"--out {out} is inside the dataset's folder {folder}: its checkpoints and sample "
                               "grids would be read as training images; choose an --out outside it")
     return cfg if spec == cfg.data.dataset else replace(cfg, data=replace(cfg.data, dataset=spec))
+
+
+# settings a checkpoint's saved state overrides: changed on --resume they would be recorded in config.toml
+# but do nothing (or, for the schedule, fail to load)
+_FIXED_ON_RESUME = {
+    "train.seed": "the run's random streams continue from the checkpoint's saved states, so a new seed would "
+                  "change only the sample grid's and validation noise, mid-run",
+    "data.sampler": "the checkpoint's sampler continues with its saved order and position",
+    "schedule.name": "the checkpoint holds the state of the schedule the run was trained with",
+}
+
+
+def check_fixed_settings(was: Config, now: Config) -> None:
+    """Refuse a resume that changes a setting the checkpoint's saved state overrides (see _FIXED_ON_RESUME)."""
+    for key, why in _FIXED_ON_RESUME.items():
+        section, name = key.split(".")
+        old, new = getattr(getattr(was, section), name), getattr(getattr(now, section), name)
+        if old != new:
+            raise GankitError(f"{key} cannot change on --resume ({old!r} -> {new!r}): {why}; resume without "
+                              "--set " + key + ", or start a new run")
 
 
 def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root: str | None,
@@ -331,6 +352,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         nonlocal step, images_seen, seconds, best, sums, counts
         weights, state = load_checkpoint(ckpt)
         check_same_data(ckpt, state, info, n=len(data))
+        check_fixed_settings(run.config(), cfg)
         try:
             G.load_state_dict({k[2:]: v for k, v in weights.items() if k.startswith("G.")})
             D.load_state_dict({k[2:]: v for k, v in weights.items() if k.startswith("D.")})
@@ -340,8 +362,12 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
             raise GankitError(f"{ckpt} does not fit this config: {first_line(exc)}. The nets or optimizers differ "
                               "from the ones the run was trained with (a changed model.* or optim.* setting?); "
                               "resume without that change, or start a new run") from None
-        sampler.load_state_dict(state["sampler"])
-        schedule.load_state_dict(state["schedule"])
+        try:
+            sampler.load_state_dict(state["sampler"])
+            schedule.load_state_dict(state["schedule"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise GankitError(f"{ckpt}: its sampler or schedule state does not fit this config ({first_line(exc)}); "
+                              "resume without the changed data.* or schedule.* setting") from None
         if device.type == "cuda" and state["rng"].get("cuda"):  # before set_rng_state, which reseeds each rank
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         dist.set_rng_state(state["rng"]["torch"], shared, seed=t.seed, step=state["step"])
@@ -447,7 +473,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
             y = torch.cat([real_y, real_y]) if labelled else None
             with fast.autocast():
                 both_logits, both_cls = D_cls(torch.cat([real, fake]), y)
-            real_logits, fake_logits = both_logits.split(n)
+            real_logits, fake_logits = both_logits.split(n // cfg.model.pack)  # a packed D: a logit a group
             loss_real, loss_fake = objective.d_real(real_logits, t_real), objective.d_fake(fake_logits, t_fake)
             (0.5 * (loss_real + loss_fake) + penalties(real, fake, real_y, real_logits, r1_now, logs)
              + class_loss(None if both_cls is None else both_cls[:n], real_y, logs, "d_cls")).backward()
@@ -468,7 +494,8 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
              + class_loss(real_cls, real_y, logs, "d_cls")).backward()
         opt_d.step()
         images_seen += n * dist.world()
-        acc_real, acc_fake = (real_logits.detach() > 0).float().mean(), (fake_logits.detach() < 0).float().mean()
+        cut = objective.threshold  # D calls an image real above it
+        acc_real, acc_fake = (real_logits.detach() > cut).float().mean(), (fake_logits.detach() <= cut).float().mean()
         logs.update(d_loss=0.5 * (loss_real.detach() + loss_fake.detach()), d_loss_real=loss_real.detach(),
                     d_loss_fake=loss_fake.detach(), d_acc_real=acc_real, d_acc_fake=acc_fake,
                     d_acc=0.5 * (acc_real + acc_fake))
@@ -507,7 +534,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
             ema.update(G, step)
         for p in d_params:
             p.requires_grad_(True)
-        logs.update(g_loss=loss_g.detach(), g_acc=(fake_logits.detach() > 0).float().mean())
+        logs.update(g_loss=loss_g.detach(), g_acc=(fake_logits.detach() > objective.threshold).float().mean())
         if cfg.loss.clip_eps:
             logs["g_clipped"] = clipped_share(g_logits, cfg.loss.clip_eps)
 

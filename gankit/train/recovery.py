@@ -58,7 +58,9 @@ class Recovery:
         if self.loss_limit is not None:
             big = [k for k, v in losses.items() if "loss" in k and abs(v) > self.loss_limit]
             if big:
-                return (", ".join(f"{k}={losses[k]:.3g}" for k in big)
+                # three digits, or as many as it takes to show the value above the limit (1.6 above 1.6 read wrong)
+                return (", ".join(f"{k}={losses[k]:.3g}" if abs(float(f"{losses[k]:.3g}")) > self.loss_limit
+                                  else f"{k}={losses[k]!r}" for k in big)
                         + f" above train.loss_explosion_above = {self.loss_limit:g}")
         biggest, where = largest_weight(nets)
         if not math.isfinite(biggest):
