@@ -192,7 +192,7 @@ def _print_dry_run(cfg: Any) -> None:
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--n", "n", type=int, default=64, show_default=True, help="how many images")
+@click.option("--n", "n", type=int, help="how many images  [default: 64; with --per-class, that many rows of classes]")
 @click.option("--out", "-o", default="samples.png", show_default=True, help=".png/.jpg grid, or .npz arrays")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option("--class", "classes", multiple=True, help="class name or number (conditional runs; repeatable)")
@@ -200,13 +200,16 @@ def _print_dry_run(cfg: Any) -> None:
 @click.option("--checkpoint", help="a checkpoint folder name (default: the latest good one)")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--no-ema", is_flag=True, help="sample the raw G of a run that keeps G_ema (model.ema)")
-def sample(run_dir: str, n: int, out: str, seed: int, classes: tuple[str, ...], per_class: int | None,
+def sample(run_dir: str, n: int | None, out: str, seed: int, classes: tuple[str, ...], per_class: int | None,
            checkpoint: str | None, device: str, no_ema: bool) -> None:
     """Generate images from a trained run (conditional runs: --class, --per-class)."""
     import torch
 
     from gankit.sample import check_room, check_samples_out, class_indices, generate, load_generator, write_samples
 
+    if per_class is not None and n is not None:
+        raise GankitError(f"--per-class {per_class} makes {per_class} rows of one image per class; leave out --n")
+    n = 64 if n is None else n
     check_samples_out(out)  # before any sample is made
     lg = load_generator(run_dir, device=device, checkpoint=checkpoint, ema=not no_ema)
     labels, nrow = None, None
@@ -220,6 +223,8 @@ def sample(run_dir: str, n: int, out: str, seed: int, classes: tuple[str, ...], 
         labels = torch.tensor(idx).repeat(per_class)  # row by row: every class once per row
         n, nrow = len(labels), len(idx)
     elif classes:
+        if 0 < n < len(idx):
+            raise GankitError(f"--n {n} is fewer than the {len(idx)} classes asked for: some would get no image")
         labels = torch.tensor(idx).repeat_interleave(-(-n // len(idx)))[:n]
     images, labels, z = generate(lg, n, seed=seed, labels=labels)
     path = write_samples(out, images, labels, z, resolution=lg.info.resolution, nrow=nrow)
@@ -495,9 +500,10 @@ def animate(run_dir: str, out: str | None, fps: float, hold: float, mp4: bool | 
               help=".png grid (rows x steps), or .gif/.mp4 animating along the paths")
 @click.option("--checkpoint", help="a checkpoint folder name (default: the latest good one)")
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--no-ema", is_flag=True, help="use the raw G of a run that keeps G_ema (model.ema)")
 def interpolate(run_dir: str, from_: str | None, to: str | None, scale_class: str | None, max_scale: float,
                 latent: bool, classes: tuple[str, ...], steps: int, rows: int | None, seed: int, out: str,
-                checkpoint: str | None, device: str) -> None:
+                checkpoint: str | None, device: str, no_ema: bool) -> None:
     """Walk between classes (--from A --to B), scale one class (--scale C), or walk the latent space (--latent)."""
     from gankit.sample import class_indices, load_generator
     from gankit.viz import interpolate as I
@@ -509,7 +515,9 @@ def interpolate(run_dir: str, from_: str | None, to: str | None, scale_class: st
         raise GankitError("--from and --to go together")
     if steps < 2 or (rows is not None and rows < 1):
         raise GankitError("--steps must be at least 2 and --rows positive")
-    lg = load_generator(run_dir, device=device, checkpoint=checkpoint)
+    if Path(out).suffix.lower() not in (".png", ".jpg", ".jpeg", ".gif", ".mp4"):
+        raise GankitError(f"--out {out}: use .png, .jpg, .gif or .mp4")  # before any image is made
+    lg = load_generator(run_dir, device=device, checkpoint=checkpoint, ema=not no_ema)
     if from_ is not None:
         I._need_conditional(lg, "class interpolation")
         a, b = class_indices([from_, str(to)], lg.info)
@@ -529,7 +537,7 @@ def interpolate(run_dir: str, from_: str | None, to: str | None, scale_class: st
         images = I.latent_interpolation(lg, steps=steps, rows=rows or 8, seed=seed, classes=idx)
         what = "latent paths"
     path = I.write_table(images, out)
-    click.echo(f"wrote {path}: {what}, {images.shape[0]} rows x {steps} steps (step {lg.step})")
+    click.echo(f"wrote {path}: {what}, {images.shape[0]} rows x {steps} steps (step {lg.step}, {lg.weights})")
 
 
 @main.command()
@@ -542,18 +550,26 @@ def interpolate(run_dir: str, from_: str | None, to: str | None, scale_class: st
 @click.option("--hold", type=float, default=1.0, show_default=True, help="seconds each settled display stays")
 @click.option("--checkpoint", help="a checkpoint folder name (default: the latest good one)")
 @click.option("--device", default="cpu", show_default=True)
-def clock(run_dir: str, time_: str, minutes: int, count: str | None, out: str, fps: float, hold: float,
-          checkpoint: str | None, device: str) -> None:
+@click.option("--no-ema", is_flag=True, help="use the raw G of a run that keeps G_ema (model.ema)")
+@click.pass_context
+def clock(ctx: click.Context, run_dir: str, time_: str, minutes: int, count: str | None, out: str, fps: float,
+          hold: float, checkpoint: str | None, device: str, no_ema: bool) -> None:
     """Seed 003's digital clock: generated digits cross-fading to the next minute (conditional digit runs)."""
+    from click.core import ParameterSource
+
     from gankit.sample import load_generator
     from gankit.viz.interpolate import check_clock_out, write_clock
     from gankit.viz.interpolate import clock as make_clock
 
+    given = [f"--{p}" for p in ("time", "minutes")
+             if ctx.get_parameter_source(p if p != "time" else "time_") == ParameterSource.COMMANDLINE]
+    if count is not None and given:
+        raise GankitError(f"--count shows one digit counting, not a clock: {' and '.join(given)} do not apply")
     check_clock_out(out, fps=fps, hold=hold)  # before any frame is made
-    lg = load_generator(run_dir, device=device, checkpoint=checkpoint)
+    lg = load_generator(run_dir, device=device, checkpoint=checkpoint, ema=not no_ema)
     frames, settled = make_clock(lg, start=time_, count=count, minutes=minutes)
     path = write_clock(frames, settled, out, fps=fps, hold=hold)
-    click.echo(f"wrote {path}: {len(frames)} frames (step {lg.step})")
+    click.echo(f"wrote {path}: {len(frames)} frames (step {lg.step}, {lg.weights})")
 
 
 @main.command()

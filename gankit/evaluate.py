@@ -223,6 +223,8 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METR
     if n < dist.world():
         raise GankitError(f"--n {n} is fewer than the {dist.world()} processes sharing the work")
     _check_enough(tuple(m for m in metrics if m != "modes"), n, "--n")
+    if set(metrics) == {"modes"}:
+        n = modes_n  # the samples mode counting draws are the only ones (its result is named for them)
     t0 = time.perf_counter()
     lg = load_generator(run_dir, checkpoint=checkpoint, ema=ema, device=str(_eval_device(device)))
     dataset = lg.cfg.data.dataset

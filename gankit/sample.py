@@ -45,9 +45,15 @@ def load_generator(run_dir: str | Path, *, device: str = "cpu", checkpoint: str 
     if checkpoint is not None and not checkpoint.strip():
         raise GankitError(f"--checkpoint is empty: give a folder name from {run.checkpoints}, or leave it out for "
                           "the latest good checkpoint")
-    path = run.checkpoints / checkpoint if checkpoint else latest_good_checkpoint(run)
-    if path is None or not path.exists():
-        raise GankitError(f"{run.path}: no checkpoint to sample from" + (f" ({checkpoint})" if checkpoint else ""))
+    # "latest" is also the name of the pointer file beside the checkpoints: it means the newest good one
+    path = run.checkpoints / checkpoint if checkpoint not in (None, "latest") else latest_good_checkpoint(run)
+    if path is None:
+        raise GankitError(f"{run.path}: no checkpoint to sample from")
+    if not path.is_dir():
+        names = sorted(p.name for p in run.checkpoints.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+            if run.checkpoints.is_dir() else []
+        raise GankitError(f"{run.path}: no checkpoint {checkpoint!r}; choose from "
+                          f"{', '.join(names) if names else '(none)'}, or latest")
     weights, state = load_checkpoint(path)
     di = state["data_info"]
     info = DatasetInfo(name=di["name"], resolution=di["resolution"], channels=di["channels"],

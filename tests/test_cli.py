@@ -99,6 +99,16 @@ def test_conditional_sampling(tmp_path):
     assert r.exit_code == 0 and np.load(tmp_path / "s.npz")["labels"].tolist() == [7, 7, 7, 9, 9, 9]
     r = run("sample", out, "--class", "eleven")
     assert r.exit_code == 2 and "no class 'eleven'" in r.output
+    # counts that were dropped without a word: --n beside --per-class, and fewer images than classes asked for
+    r = run("sample", out, "--per-class", "3", "--n", "5")
+    assert r.exit_code == 2 and "leave out --n" in r.output
+    r = run("sample", out, "--class", "1", "--class", "2", "--class", "3", "--n", "2")
+    assert r.exit_code == 2 and "--n 2 is fewer than the 3 classes" in r.output
+    # "latest" (the name of the pointer file beside the checkpoints) is the newest good checkpoint
+    r = run("sample", out, "--checkpoint", "latest", "--n", "4", "--out", tmp_path / "l.npz")
+    assert r.exit_code == 0 and "(step 4," in r.output, r.output
+    r = run("sample", out, "--checkpoint", "step-99", "--out", tmp_path / "l.npz")
+    assert r.exit_code == 2 and "no checkpoint 'step-99'; choose from step-" in r.output, r.output
     # a count that cannot fit in memory, or a file name gankit cannot write: refused before any sampling
     t0 = time.perf_counter()
     r = run("sample", out, "--per-class", 10**9, "--out", tmp_path / "huge.npz")

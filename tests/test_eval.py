@@ -178,6 +178,8 @@ def test_stacked_mnist_modes_through_eval(shared_data, tmp_path):
     channels = [res[f"modes_kl_channel{c}"] for c in range(3)]
     assert all(k >= 0 for k in channels) and 0 < res["modes_confidence"] <= 1
     assert res["dfid300-test"] > 0  # three digits per sample, judged as 900 single digits
+    alone = evaluate_run(tmp_path / "s", metrics=("modes",), modes_n=300)
+    assert alone["n"] == 300 and not (tmp_path / "s" / "eval" / "step-00000002-test-10k.json").exists()
     floor = evaluate_real("stacked-mnist", n=300, metrics=("dfid",), root=str(shared_data))
     assert "dfid300-test" in floor and floor["n"] == 300  # named in samples as runs are (it said dfid900)
 

@@ -245,6 +245,11 @@ def test_interpolate_commands_and_their_errors(mlp_run, cgan_run, tmp_path):
     assert r.exit_code == 2 and "not conditional" in r.output
     assert "choose one" in cli("interpolate", cgan_run).output
     assert "together" in cli("interpolate", cgan_run, "--from", 7).output
+    # a file name it cannot write is refused before the nets load (it was found after the rendering)
+    r = cli("interpolate", "/nonexistent/run", "--latent", "--out", tmp_path / "i.txt")
+    assert r.exit_code == 2 and "use .png, .jpg, .gif or .mp4" in r.output
+    r = cli("interpolate", cgan_run, "--latent", "--steps", 2, "--rows", 1, "--no-ema", "--out", tmp_path / "n.png")
+    assert r.exit_code == 0 and "G)" in r.output, r.output  # which generator it drew with
 
 
 # ---- the clock -------------------------------------------------------------------------------------------
@@ -297,7 +302,8 @@ def test_clock_command(mlp_run, cgan_run, tmp_path):
     assert r.exit_code == 2 and "conditional" in r.output
     for args, message in ((["--minutes", 100_000], "--minutes must be 1 to 1440"),
                           (["--out", tmp_path / "c.txt"], "give a .gif or .mp4 file name"),
-                          (["--fps", 0], "--fps must be between"), (["--time", ""], "give the time as HH:MM")):
+                          (["--fps", 0], "--fps must be between"), (["--time", ""], "give the time as HH:MM"),
+                          (["--count", "0-9", "--time", "10:00"], "--count shows one digit counting, not a clock")):
         r = cli("clock", "/nonexistent/run" if "--out" in args else cgan_run, *args,
                 *([] if "--out" in args else ["--out", tmp_path / "d.gif"]))
         assert r.exit_code == 2 and message in r.output, r.output
