@@ -84,9 +84,19 @@ def parse_policy(policy: str) -> tuple[str, ...]:
     return out
 
 
-def diff_augment(x: Tensor, policy: tuple[str, ...], gen: torch.Generator) -> Tensor:
+def diff_augment(x: Tensor, policy: tuple[str, ...], gen: torch.Generator,
+                 value_range: tuple[float, float] = (-1.0, 1.0)) -> Tensor:
     """Apply the policy's transforms in its order (``[N, C, H, W]`` in and out). DiffAugment's reference
-    order is ``color,translation,cutout`` (its zero fills then stay 0); see the README on ``ships-best``."""
+    order is ``color,translation,cutout`` (its zero fills then stay 0); see the README on ``ships-best``.
+
+    The transforms' constants are the reference's, for images in [-1, 1] (a brightness shift of up to half
+    that range, fills of 0: mid-grey): images in another ``value_range`` (a sigmoid G's [0, 1]) are mapped
+    there and back, so the transforms mean the same.
+    """
+    lo, hi = value_range
+    mid, half = (lo + hi) / 2, (hi - lo) / 2
+    if (mid, half) != (0.0, 1.0):
+        x = (x - mid) / half
     for name in policy:
         x = get("augment", name)(x, gen)
-    return x
+    return x if (mid, half) == (0.0, 1.0) else x * half + mid

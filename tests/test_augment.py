@@ -56,3 +56,15 @@ def test_policy_parsing():
     assert parse_policy("") == ()
     with pytest.raises(GankitError, match="unknown augmentation 'colour'.*did you mean 'color'"):
         parse_policy("translation,colour")
+
+
+def test_images_in_another_range_are_augmented_as_in_minus_one_to_one():
+    """DiffAugment's constants are for [-1, 1]: its fills of 0 are mid-grey. A sigmoid G's [0, 1] images got
+    black fills and a brightness shift of up to a whole half of their range."""
+    white = torch.ones(64, 1, 16, 16)  # white in [0, 1]
+    out = diff_augment(white, ("cutout", "translation"), torch.Generator().manual_seed(0), value_range=(0.0, 1.0))
+    assert set(out.unique().tolist()) == {0.5, 1.0}  # filled with mid-grey, not 0
+    shifted = diff_augment(white * 0.5, ("color",), torch.Generator().manual_seed(0), value_range=(0.0, 1.0))
+    same = diff_augment(torch.zeros(64, 1, 16, 16), ("color",), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(shifted, (same + 1) / 2)  # the same transform, mapped to [0, 1]
+    assert shifted.min() >= 0.25 - 1e-6 and shifted.max() <= 0.75 + 1e-6  # brightness at most a quarter

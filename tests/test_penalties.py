@@ -1,5 +1,6 @@
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from gankit.penalties import gradient_penalty, r1_penalty
 
@@ -65,3 +66,42 @@ def test_penalties_take_one_norm_per_group_of_a_packed_critic():
     x_hat = eps * real.detach() + (1 - eps) * fake
     expected = (x_hat.reshape(3, -1).norm(dim=1) - 1).pow(2).mean()
     assert gp.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("penalty", ["loss.gp_weight=10.0", "loss.r1_gamma=5.0"])
+def test_a_concatenated_d_batch_weighs_its_penalty_as_the_joint_update_does(penalty, tmp_path):
+    """d_update = concat takes the mean over one batch of real and fake images: half the joint update's sum.
+    The penalty was added unhalved, so gp_weight = 10 acted as 20. Now the whole loss is half the joint
+    one, and with plain SGD D's first step moves exactly half as far."""
+    from gankit import config as C
+    from gankit.run import RunDir
+    from gankit.train.loop import train
+    from tests.helpers import tiny_overrides
+
+    moved = {}
+    for mode in ("joint", "concat"):
+        cfg = C.build("seed002-mlp-mnist", overrides=[
+            *tiny_overrides(1), "data.dataset='mnist-demo'", "model.g.hidden=[16]", "model.d.hidden=[16]",
+            "loss.name='wasserstein'", f"loss.d_update='{mode}'", penalty, "train.checkpoint_every=1"])
+        train(cfg, tmp_path / mode, progress=False)
+        run = RunDir(tmp_path / mode)
+        start, end = (load_file(str(run.checkpoints / f"step-{s:08d}" / "weights.safetensors")) for s in (0, 1))
+        moved[mode] = torch.cat([(end[k] - start[k]).flatten() for k in start if k.startswith("D.")])
+    assert moved["joint"].abs().max() > 0
+    torch.testing.assert_close(moved["concat"], 0.5 * moved["joint"], rtol=1e-4, atol=1e-7)
+
+
+def test_a_penalty_with_batch_norm_in_d_is_refused(tmp_path):
+    """Batch norm mixes the images of a batch, so each image's gradient is not its own (13.9% off on a
+    DCGAN D with batch norm): training went on without a word."""
+    from gankit import config as C
+    from gankit.errors import GankitError
+    from gankit.train.loop import train
+    from tests.helpers import tiny_overrides
+
+    cfg = C.build("mnist-best", overrides=[*tiny_overrides(1), "data.dataset='mnist-demo'", "model.clusters=0",
+                                           "model.d.classifier=false", "model.g.label_input=false",
+                                           "model.d.bn=true", "loss.r1_gamma=1.0"])
+    with pytest.raises(GankitError, match="batch norm in D mixes the images"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # refused before the run directory was made

@@ -261,6 +261,10 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         # wrap below copies rank 0's buffers too, but the labels must not depend on that default
         D.centres.copy_(dist.from_main(D.centres.cpu()))
         G.cdf.copy_(dist.from_main(G.cdf.cpu()))
+    if (cfg.loss.gp_weight or cfg.loss.r1_gamma) and not batch_independent(D):
+        raise GankitError("loss.gp_weight and loss.r1_gamma penalise the gradient at each image, and batch norm in "
+                          "D mixes the images of a batch, so the penalty would be taken on the wrong gradients "
+                          "(WGAN-GP, section 4): take batch norm out of D (model.d.bn = false, or the layer list)")
     fast.prepare(G)
     fast.prepare(D, d=True)
     G_ddp = dist.wrap(G, device, sync_batchnorm=t.sync_batchnorm)  # ddp: for the updates; G and D stay the bare nets
@@ -306,7 +310,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
 
     def D_aug(x: torch.Tensor, y: torch.Tensor | None, net: Any = None, **kw: Any) -> Any:
         """D (by default the DDP-wrapped one that D's update syncs) on DiffAugmented images."""
-        return (D_upd if net is None else net)(diff_augment(x, policy, aug_gen) if policy else x, y, **kw)
+        return (D_upd if net is None else net)(diff_augment(x, policy, aug_gen, vrange) if policy else x, y, **kw)
 
     def D_cls(x: torch.Tensor, y: torch.Tensor | None, net: Any = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Like D_aug, as (fp32 logits, fp32 class logits or None): the class head's when the run uses it."""
@@ -475,8 +479,10 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
                 both_logits, both_cls = D_cls(torch.cat([real, fake]), y)
             real_logits, fake_logits = both_logits.split(n // cfg.model.pack)  # a packed D: a logit a group
             loss_real, loss_fake = objective.d_real(real_logits, t_real), objective.d_fake(fake_logits, t_fake)
-            (0.5 * (loss_real + loss_fake) + penalties(real, fake, real_y, real_logits, r1_now, logs)
-             + class_loss(None if both_cls is None else both_cls[:n], real_y, logs, "d_cls")).backward()
+            # the mean over one batch of both is half the joint update's sum: the penalties and the class term
+            # are halved with it, so gp_weight, r1_gamma and class_weight weigh as they do there
+            (0.5 * (loss_real + loss_fake + penalties(real, fake, real_y, real_logits, r1_now, logs)
+                    + class_loss(None if both_cls is None else both_cls[:n], real_y, logs, "d_cls"))).backward()
         elif one_pass_joint and not r1_now:  # joint, as one forward pass over real and fake (same logits)
             with fast.autocast():
                 y = torch.cat([real_y, real_y]) if labelled else None
