@@ -310,9 +310,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--checkpoint-every", type=int, default=10)
     ap.add_argument("--pause", type=float, default=0.25, help="seconds paused after each checkpoint file (mid-write)")
-    ap.add_argument("--out", default="benchmarks/out/kill_soak")
+    ap.add_argument("--out", default="benchmarks/out/kill_soak", help="relative to the current directory")
     args = ap.parse_args()
-    out = Path(args.out)
+    out = Path(args.out).absolute()  # the trainer runs from the repository root: one place for both
     out.mkdir(parents=True, exist_ok=True)
     run = out / "run"
     if run.exists():

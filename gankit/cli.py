@@ -171,13 +171,13 @@ def _print_dry_run(cfg: Any) -> None:
     from gankit.nets import layer_table
     from gankit.train.build import make_nets, sample_noise
 
-    click.echo(C.dumps(cfg))
     info = describe(cfg.data.dataset, resolution=cfg.data.resolution, channels=cfg.data.channels)
     if info is None:
         from gankit.train.build import load_training_data
 
         info = load_training_data(cfg.data).info
-    G, D = make_nets(cfg, info)
+    G, D = make_nets(cfg, info)  # first: a net setting it refuses (a misspelt key) prints no config
+    click.echo(C.dumps(cfg))
     n = 2 * cfg.model.pack  # a packed D (PacGAN) judges groups of model.pack images
     z = sample_noise(n, cfg.model, device=torch.device("cpu"))
     y = torch.zeros(n, dtype=torch.long) if cfg.model.conditional else None
@@ -248,7 +248,7 @@ def presets() -> None:
 @main.command("list")
 @click.argument("kind", required=False)
 def list_(kind: str | None) -> None:
-    """List registered things: datasets, generators, discriminators, losses, schedules."""
+    """List registered things: datasets, generators, discriminators, losses, schedules, augmentations."""
     import gankit.augment  # noqa: F401
     import gankit.data  # noqa: F401
     import gankit.losses  # noqa: F401
@@ -364,13 +364,28 @@ def data_show(name: str, out: str, n: int, split: str, seed: int, resolution: in
 @click.option("--no-ema", is_flag=True, help="evaluate the raw G of a run that keeps G_ema (model.ema)")
 @click.option("--device", default="auto", show_default=True,
               help="where G samples and the Inception network runs: auto (a GPU when there is one), cpu, cuda[:N]")
-def eval_(run_dir: str | None, metrics: str, n: int, against: str, real_dataset: str | None, checkpoint: str | None,
-          seed: int, data_root: str | None, no_ema: bool, device: str) -> None:
+@click.pass_context
+def eval_(ctx: click.Context, run_dir: str | None, metrics: str, n: int, against: str, real_dataset: str | None,
+          checkpoint: str | None, seed: int, data_root: str | None, no_ema: bool, device: str) -> None:
     """Quality metrics of a run's generator (a table, and JSON in RUN/eval/)."""
+    from click.core import ParameterSource
+
     from gankit import dist
     from gankit.evaluate import evaluate_real, evaluate_run, format_table
+    from gankit.metrics.evaluator import family_of
 
     names = tuple(m.strip() for m in metrics.split(",") if m.strip())
+    if run_dir and not real_dataset and ctx.get_parameter_source("metrics") != ParameterSource.COMMANDLINE:
+        # the default metrics need a domain evaluator; a run on a folder of images has none: its FID then
+        from gankit.run import RunDir
+
+        dataset = RunDir(run_dir).config().data.dataset  # (not a run: its own clear error)
+        try:
+            family_of(dataset)
+        except GankitError:
+            names = ("fid",)
+            click.echo(f"{run_dir}: no domain evaluator for its dataset, so --metrics fid (the Inception FID)",
+                       err=True)
     if not names:
         raise GankitError("--metrics names no metric; give some of dfid, fid, kid, pr, dc, classes, cond-acc, modes")
     if n <= 1:

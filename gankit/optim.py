@@ -27,12 +27,14 @@ def match_layouts(opt: torch.optim.Optimizer) -> None:
                     state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
-def scheduled_lr(cfg: OptimConfig, iterations: int) -> float:
-    """The configured learning rate after ``iterations`` steps: Keras' decay times the linear ramp-down."""
+def scheduled_lr(cfg: OptimConfig, iterations: int, step: int | None = None) -> float:
+    """The configured learning rate after ``iterations`` updates of this optimizer (Keras' decay counts
+    them) at the run's training ``step`` (the linear ramp-down counts those, as SNGAN's per-iteration
+    shift does for both nets; default: ``iterations``)."""
     lr = cfg.lr / (1.0 + cfg.decay * iterations)
     if cfg.linear_decay:
         start, end = cfg.linear_decay
-        done = min(max(iterations - start, 0) / (end - start), 1.0)
+        done = min(max((iterations if step is None else step) - start, 0) / (end - start), 1.0)
         lr *= 1.0 - done * (1.0 - cfg.lr_final)
     return lr
 
@@ -42,7 +44,7 @@ class Optim:
 
     ``step()`` clips every gradient element to [-clip_value, clip_value], steps, then sets the
     learning rate for the next iteration to ``scheduled_lr``: ``lr / (1 + decay * iterations)``
-    (Keras' legacy decay) times the ``linear_decay`` ramp's factor.
+    (Keras' legacy decay) times the ``linear_decay`` ramp's factor at the run's step (``at_step``).
     ``lr_scale`` multiplies that learning rate (divergence recovery lowers it; it is saved with the state).
     """
 
@@ -65,6 +67,7 @@ class Optim:
             self.opt = torch.optim.RMSprop(self.params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps,
                                            momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=foreach)
         self.iterations = 0
+        self.run_step: int | None = None  # the training loop's step, for the linear ramp (see at_step)
         self.lr_scale = 1.0
 
     @property
@@ -82,8 +85,16 @@ class Optim:
         if self.cfg.decay or self.cfg.linear_decay:
             self._set_lr()
 
+    def at_step(self, step: int) -> None:
+        """The run is at training step ``step`` (steps completed): the linear ramp-down follows the run's steps,
+        not this optimizer's updates, which run faster with n-critic, a D update per real and fake batch
+        (seed 002), or a schedule that pauses one side."""
+        self.run_step = step
+        if self.cfg.linear_decay:
+            self._set_lr()
+
     def _set_lr(self) -> None:
-        lr = self.lr_scale * scheduled_lr(self.cfg, self.iterations)
+        lr = self.lr_scale * scheduled_lr(self.cfg, self.iterations, self.run_step)
         for group in self.opt.param_groups:
             group["lr"] = lr
 

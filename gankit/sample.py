@@ -47,6 +47,9 @@ def load_generator(run_dir: str | Path, *, device: str = "cpu", checkpoint: str 
                           "the latest good checkpoint")
     # "latest" is also the name of the pointer file beside the checkpoints: it means the newest good one
     path = run.checkpoints / checkpoint if checkpoint not in (None, "latest") else latest_good_checkpoint(run)
+    if path is not None and not path.exists() and checkpoint and checkpoint.startswith("step-") \
+            and checkpoint[5:].isdigit():
+        path = run.checkpoints / f"step-{int(checkpoint[5:]):08d}"  # step-500 for step-00000500
     if path is None:
         raise GankitError(f"{run.path}: no checkpoint to sample from")
     if not path.is_dir():

@@ -109,6 +109,8 @@ def test_conditional_sampling(tmp_path):
     assert r.exit_code == 0 and "(step 4," in r.output, r.output
     r = run("sample", out, "--checkpoint", "step-99", "--out", tmp_path / "l.npz")
     assert r.exit_code == 2 and "no checkpoint 'step-99'; choose from step-" in r.output, r.output
+    r = run("sample", out, "--checkpoint", "step-3", "--n", "4", "--out", tmp_path / "l.npz")
+    assert r.exit_code == 0 and "(step 3," in r.output, r.output  # the README's step-N, unpadded
     # a count that cannot fit in memory, or a file name gankit cannot write: refused before any sampling
     t0 = time.perf_counter()
     r = run("sample", out, "--per-class", 10**9, "--out", tmp_path / "huge.npz")
@@ -150,6 +152,13 @@ def test_errors_are_one_clear_line(args, message):
     r = run(*args)
     assert r.exit_code == 2
     assert message in r.output and "Traceback" not in r.output
+
+
+def test_a_dry_run_with_a_misspelt_net_setting_prints_only_the_error():
+    """The whole config came first, misspelt key included, then the error (and the key in quotes)."""
+    r = run("train", "--preset", "seed002-mlp-mnist", "--set", "model.g.hiden=[8]", "--dry-run")
+    assert r.exit_code == 2 and r.output.startswith("error: unknown setting model.g.hiden for")
+    assert "did you mean 'hidden'" in r.output and "[model" not in r.output
 
 
 def test_data_commands(shared_data, tmp_path):

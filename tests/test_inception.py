@@ -169,3 +169,11 @@ def test_fid_of_a_folder_run_reads_its_images_as_trained_and_names_the_split(tmp
     assert (tmp_path / "r" / "eval" / "step-00000002-train-8.json").exists()
     with pytest.raises(GankitError, match="no test split"):
         evaluate_real(spec, metrics=("fid",), n=8)
+    # the command's default metrics need a domain evaluator, which a folder has not: the Inception FID then
+    from click.testing import CliRunner
+
+    from gankit.cli import main
+
+    r = CliRunner().invoke(main, ["eval", str(tmp_path / "r"), "--n", "8"])
+    assert r.exit_code == 0 and "--metrics fid" in r.output and "fid8-train" in r.output, r.output
+    assert "note: a folder dataset has no test split" in r.output

@@ -279,6 +279,23 @@ def test_learning_rate_changed_at_resume_takes_effect(tmp_path):
         (2, 1e-3, 1e-3), (4, 1e-3, 1e-3), (6, 2e-4, 3e-4), (8, 2e-4, 3e-4)]
 
 
+def test_the_linear_ramp_down_follows_the_runs_steps(tmp_path):
+    """Seed 002 updates D on the real batch and then on the fake one: counting D's updates, its rate fell
+    twice as fast as G's, and a ramp set on --resume to start at the step the run stopped at (as the README
+    says it may) jumped to its end at once. SNGAN's ramp, too, follows the iterations of the run."""
+    ramp = ["optim.g.linear_decay=[0, 8]", "optim.d.linear_decay=[0, 8]", "train.log_every=2"]
+    cfg = _cfg(extra=ramp, steps=4)  # seed 002: loss.d_update = separate, plain SGD at 0.01
+    train(cfg, tmp_path / "run", progress=False)
+    stats = read_stats(RunDir(tmp_path / "run"), "train")
+    assert [s["step"] for s in stats] == [2, 4]
+    assert [v for s in stats for v in (s["lr_g"], s["lr_d"])] == pytest.approx(
+        [0.0075, 0.0075, 0.005, 0.005])  # the next step's rate: 1 - step / 8 of 0.01
+    later = _cfg(extra=[*ramp[2:], "optim.d.linear_decay=[4, 8]"], steps=6)
+    train(later, tmp_path / "run", resume=True, progress=False)
+    lr_d = {s["step"]: s["lr_d"] for s in read_stats(RunDir(tmp_path / "run"), "train")}
+    assert lr_d[6] == pytest.approx(0.005)  # half-way down a ramp from step 4 to 8 (it read 0.0)
+
+
 def test_image_range_scales_the_real_batches(tmp_path, monkeypatch):
     """model.image_range reaches the loop: every real batch D sees is scaled to it (seed 004's [0, 1])."""
     import gankit.train.loop as loop

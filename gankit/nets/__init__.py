@@ -32,7 +32,7 @@ def _build(kind: str, arch: str, params: dict[str, Any], fixed: dict[str, Any]) 
     allowed = [p for p in sig.parameters if p not in _FIXED]
     for key in params:
         if key not in allowed:
-            raise GankitError(f"unknown setting model.{kind[0]}.{key!r} for {kind} {arch!r}"
+            raise GankitError(f"unknown setting model.{kind[0]}.{key} for {kind} {arch!r}"
                               f"{did_you_mean(key, allowed)}; it takes: {', '.join(allowed)}")
     kwargs = {k: v for k, v in fixed.items() if k in sig.parameters}
     try:

@@ -625,6 +625,8 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     # TensorBoard's mirror is flushed however the loop ends (an error, a second Ctrl-C), not only at the end
     with _StopSignals() as signals, contextlib.closing(watch) if watch is not None else contextlib.nullcontext():
         while step < t.steps:
+            opt_g.at_step(step)  # the linear ramp-down of the learning rates follows the run's steps
+            opt_d.at_step(step)
             plan = schedule.plan(step)
             logs: dict[str, torch.Tensor] = {}
             current.clear()
@@ -646,6 +648,8 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
             dist.fail_for_test(step + 1)
             dist.average_(logs)  # ddp: the global batch's means
             step += 1
+            opt_g.at_step(step)  # (again here: the rates logged below are the next step's, as before the ramp)
+            opt_d.at_step(step)
             bar.update(1)
             report = schedule.after_step(step, logs, probe)
 
