@@ -125,7 +125,9 @@ def generate(lg: LoadedGenerator, n: int, *, seed: int = 0, labels: torch.Tensor
     gen = torch.Generator().manual_seed(seed)
     z = sample_noise(n, cfg.model, device=torch.device("cpu"), generator=gen)
     if cfg.model.conditional and labels is None:
-        labels = torch.randint(0, lg.info.num_classes, (n,), generator=gen)
+        # their own stream, so that the first k of n samples are the k samples of the same seed (drawn after
+        # the noise, the labels of --n 16 and --n 32 differed)
+        labels = torch.randint(0, lg.info.num_classes, (n,), generator=torch.Generator().manual_seed(seed + 1))
     elif not cfg.model.conditional and labels is not None:
         raise GankitError("this run's generator is not conditional: --class does not apply")
     out = []

@@ -99,6 +99,10 @@ def test_conditional_sampling(tmp_path):
     assert r.exit_code == 0 and np.load(tmp_path / "s.npz")["labels"].tolist() == [7, 7, 7, 9, 9, 9]
     r = run("sample", out, "--class", "eleven")
     assert r.exit_code == 2 and "no class 'eleven'" in r.output
+    for k in (16, 32):  # the first 16 of 32 samples are the 16 of the same seed, labels and all
+        assert run("sample", out, "--n", k, "--out", tmp_path / f"p{k}.npz").exit_code == 0
+    a, b = np.load(tmp_path / "p16.npz"), np.load(tmp_path / "p32.npz")
+    assert np.array_equal(a["labels"], b["labels"][:16]) and np.array_equal(a["images"], b["images"][:16])
     # counts that were dropped without a word: --n beside --per-class, and fewer images than classes asked for
     r = run("sample", out, "--per-class", "3", "--n", "5")
     assert r.exit_code == 2 and "leave out --n" in r.output
