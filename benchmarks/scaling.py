@@ -2,9 +2,10 @@
 
     .venv/bin/python benchmarks/scaling.py [--reps 5] [--threads N] [--device cpu|cuda]
 
-One training step the way ``mnist-best`` trains (gankit's ``dcgan`` nets, spectral norm in D, hinge
-loss, Adam, D on a real and a fake batch then G, under the fast path's autocast and memory format as
-resolved on this machine), on random images so that any side can be measured. Three sweeps around a
+One ``mnist-best``-style training step (gankit's ``dcgan`` nets, spectral norm in D, hinge loss, Adam,
+D on a real and a fake batch then G, under the fast path's autocast and memory format as the loop
+resolves them on this machine), on random images so that any side can be measured. Not the loop itself:
+D runs two passes where the loop runs one joint pass, and there is no EMA, class head or clusters. Three sweeps around a
 base point (batch 64, side 32, width 64), one knob at a time:
 
 - batch 16, 32, 64, 128, 256;
@@ -53,9 +54,11 @@ def make_step(batch: int, side: int, width: int, device: str) -> Any:
     info = DatasetInfo(name="random", resolution=side, channels=1, class_names=tuple("0123456789"))
     dev = torch.device(device)
     t = cfg.train
-    fast = fast_path(precision=t.precision, channels_last=t.channels_last, compile=t.compile, device=dev)
     G, D = make_nets(cfg, info)
-    G, D = fast.prepare(G.to(dev)), fast.prepare(D.to(dev))
+    # resolved as the training loop resolves it, from the nets (a narrow D alone channels_last on AVX2 CPUs)
+    fast = fast_path(precision=t.precision, channels_last=t.channels_last, compile=t.compile, device=dev,
+                     nets=(G, D), d=D)
+    G, D = fast.prepare(G.to(dev)), fast.prepare(D.to(dev), d=True)
     opt_g = Optim(list(G.parameters()), cfg.optim.g, device_type=dev.type)
     opt_d = Optim(list(D.parameters()), cfg.optim.d, device_type=dev.type)
     real = fast.images(torch.rand(batch, 1, side, side, device=dev) * 2 - 1)

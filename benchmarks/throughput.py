@@ -11,10 +11,13 @@ range and kept in the JSON (``ratio_per_rep``), since on a shared host the load 
   ``stats.jsonl`` (seconds between log records, the first interval dropped as warm-up).
 - **plain**: the same nets, optimizers and batch sizes written the way the PyTorch examples and the
   seeds write a GAN loop: a ``DataLoader`` over a float ``TensorDataset`` (per-sample collation),
-  fp32, contiguous tensors, ``BCEWithLogitsLoss``, D's weights left trainable (their gradients
-  computed and thrown away) during G's step, default optimizer implementations, and PyTorch's own
-  layers where gankit swaps in a faster one (``ToImage``: the plain ``ConvTranspose2d``), and D's
-  joint update as two passes (real, then fake).
+  fp32, contiguous tensors, ``BCEWithLogitsLoss``, D frozen during G's step (as the Keras seeds'
+  ``trainable = False``: no weight gradients for D there; until session 24 the plain loop computed and
+  threw them away, as the PyTorch DCGAN example does, which cost it 1.5-6% of its step), default
+  optimizer implementations, and PyTorch's own layers where gankit swaps in a faster one
+  (``ToImage``: the plain ``ConvTranspose2d``), and D's joint update as two passes (real, then fake).
+- Both arms, and the matrix-rate probes, run at one thread count: ``--set train.threads=N`` sets it for
+  the whole process (it used to reach gankit's loop alone, and the JSON reported the default).
 - **--also LABEL:OVERRIDES** (optional, repeatable): gankit's loop again with those config overrides,
   in the same alternation, to weigh one switch side by side (``--also "fp32:train.precision='fp32'"``).
 
@@ -89,11 +92,17 @@ def preset_config(name: str, steps: int, log_every: int, overrides: list[str]) -
     return C.build(name, overrides=[*sets, *overrides])
 
 
+FAST_PATHS: dict[str, str] = {}  # config name -> what gankit's loop resolved its fast path to (its setup record)
+
+
 def gankit_step_seconds(cfg: C.Config, log_every: int) -> list[float]:
     """Per-step seconds of gankit's own loop, one value per log interval after the first."""
     with tempfile.TemporaryDirectory() as tmp:
         res = train(cfg, Path(tmp) / "run", progress=False)
         secs = [r["seconds"] for r in read_stats(res.run, "train")]
+        setup = read_stats(res.run, "setup")
+    if setup:
+        FAST_PATHS[cfg.name] = setup[-1].get("fast_path", "")
     return [(b - a) / log_every for a, b in zip(secs[:-1], secs[1:])]
 
 
@@ -129,6 +138,7 @@ def plain_step_seconds(cfg: C.Config, images: torch.Tensor, labels: torch.Tensor
     """Per-step seconds of the plain loop (the first step dropped as warm-up); FLOPs of one step."""
     G, D = plain_nets(cfg, info)
     opt_g, opt_d = _plain_opt(G.parameters(), cfg.optim.g), _plain_opt(D.parameters(), cfg.optim.d)
+    d_params = list(D.parameters())
     bce = torch.nn.BCEWithLogitsLoss()
     b = cfg.data.batch_size
     gb = cfg.train.g_batch_size or b
@@ -164,7 +174,11 @@ def plain_step_seconds(cfg: C.Config, images: torch.Tensor, labels: torch.Tensor
         zg = sample_noise(gb, cfg.model, device=torch.device("cpu"))
         yg = (G.labels_for(zg) if cfg.model.clusters else torch.randint(0, info.num_classes, (gb,))) if cond else None
         opt_g.zero_grad()
+        for p in d_params:  # D frozen in G's step, as the Keras seeds' disc.trainable = False
+            p.requires_grad_(False)
         F.binary_cross_entropy_with_logits(D(G(zg, yg), yg), torch.ones(gb)).backward()
+        for p in d_params:
+            p.requires_grad_(True)
         opt_g.step()
 
     times = []
@@ -225,6 +239,9 @@ def main() -> None:
     args = ap.parse_args()
     names = args.presets or C.preset_names()
     arms = [parse_variant(a, flag="--also") for a in args.also]
+    threads = C.build(names[0], overrides=args.overrides).train.threads
+    if threads:  # every arm and probe at the thread count gankit's loop is given (its train() sets its own)
+        torch.set_num_threads(threads)
 
     cuda = any("device='cuda'" in o or 'device="cuda"' in o for o in args.overrides)
     dev = "cuda" if cuda else "cpu"
@@ -244,7 +261,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:  # after every preset: a run cut short by a time limit keeps what it measured
-        out.write_text(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
+        out.write_text(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),  # every arm's
                                    "amx_bf16": "amx_bf16" in cpu_flags(), "device": dev, "rows": rows}, indent=1))
 
     for name in names:
@@ -286,6 +303,7 @@ def measure(name: str, args: argparse.Namespace, arms: list[tuple[str, list[str]
     per_rep = []  # each repetition's own ratio: neighbours in time share the host's load of the moment
     for _ in range(args.reps):
         mine = gankit_step_seconds(cfg, log_every)
+        gankit_fast = FAST_PATHS.get(cfg.name)  # (before an --also arm of the same preset replaces it)
         ours += mine
         for label, arm_cfg in arm_cfgs.items():
             extra[label] += gankit_step_seconds(arm_cfg, log_every)
@@ -307,10 +325,14 @@ def measure(name: str, args: argparse.Namespace, arms: list[tuple[str, list[str]
                            "gankit_speedup": statistics.median(ts) / t_ours} for label, ts in extra.items()}
     achieved = flops / t_ours if flops else float("nan")
     row["achieved_flops"] = achieved
+    row["gankit_fast_path"] = gankit_fast  # what gankit's arm ran: precision, layout, threads
+    # a fraction of the bf16 rate means something only where bf16 products run on units of their own
+    bf16_units = cuda or "amx_bf16" in cpu_flags()
+    of_bf16 = f"{achieved / bf16_rate:7.0%}" if bf16_units else f"{'-':>7}"
     ev = f"{row['eval_img_s']:8.0f}" if row["eval_img_s"] else f"{'-':>8}"
     spread = f"  (repetitions {min(per_rep):.2f}-{max(per_rep):.2f})" if per_rep else ""
     print(f"{name:<24} {row['gankit_img_s']:12.0f} {row['plain_img_s']:12.0f} {row['ratio']:6.2f} "
-          f"{(flops or 0) / 1e9:10.2f} {achieved / fp32_rate:7.0%} {achieved / bf16_rate:7.0%} "
+          f"{(flops or 0) / 1e9:10.2f} {achieved / fp32_rate:7.0%} {of_bf16} "
           f"{row['sample_img_s']:9.0f} {ev}{spread}"
           + "".join(f"  {label}: {a['img_s']:.0f} img/s (gankit x{a['gankit_speedup']:.2f})"
                     for label, a in row["also"].items()), flush=True)
