@@ -351,6 +351,12 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     dist.seed_local(t.seed)
     step, images_seen, seconds = 0, 0, 0.0
 
+    def at_step(step: int) -> None:
+        """Both optimizers' learning rates for training step ``step``: the linear ramp-down follows the run's
+        steps (see Optim.at_step), set as a run starts, after each step, and when a checkpoint is restored."""
+        opt_g.at_step(step)
+        opt_d.at_step(step)
+
     # ---- resume (and roll back after divergence) -----------------------------------------------------------
     def restore(ckpt: Path) -> dict[str, Any]:
         nonlocal step, images_seen, seconds, best, sums, counts
@@ -382,6 +388,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         if "augment" in state["rng"]:
             aug_gen.set_state(state["rng"]["augment"])
         step, images_seen, seconds = state["step"], state["images_seen"], state["seconds"]
+        at_step(step)
         # the best generator so far is the "best" folder's, even when it is newer than the step restored
         # (a rollback or a resume from an older checkpoint must not let a worse one replace it)
         best = best_so_far(run, state.get("best", {}))
@@ -616,6 +623,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     # ---- train ---------------------------------------------------------------------------------------------
     from tqdm import tqdm
 
+    at_step(step)
     bar = tqdm(total=t.steps, initial=step, disable=not progress, desc=cfg.name, unit="step", dynamic_ncols=True)
     last: dict[str, float] = {}
     tick = time.perf_counter()
@@ -625,8 +633,6 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     # TensorBoard's mirror is flushed however the loop ends (an error, a second Ctrl-C), not only at the end
     with _StopSignals() as signals, contextlib.closing(watch) if watch is not None else contextlib.nullcontext():
         while step < t.steps:
-            opt_g.at_step(step)  # the linear ramp-down of the learning rates follows the run's steps
-            opt_d.at_step(step)
             plan = schedule.plan(step)
             logs: dict[str, torch.Tensor] = {}
             current.clear()
@@ -648,8 +654,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
             dist.fail_for_test(step + 1)
             dist.average_(logs)  # ddp: the global batch's means
             step += 1
-            opt_g.at_step(step)  # (again here: the rates logged below are the next step's, as before the ramp)
-            opt_d.at_step(step)
+            at_step(step)  # the next step's learning rates (logged below)
             bar.update(1)
             report = schedule.after_step(step, logs, probe)
 
