@@ -69,7 +69,7 @@ def _reference_set(dataset: str, *, split: str, n: int, root: str | None, resolu
     """The real images of a reference (see :func:`reference_rows`), read as the run was trained: a folder of
     photos at its run's resolution and colour."""
     ds = load_dataset(dataset, root=root, split=split, resolution=resolution, channels=channels)
-    return ds.subset(reference_rows(len(ds), n))
+    return ds if n >= len(ds) else ds.subset(reference_rows(len(ds), n))  # (the whole split: no copy of it)
 
 
 def _content_key(ds: Dataset) -> str:
