@@ -134,11 +134,16 @@ def plain_nets(cfg: C.Config, info: Any) -> tuple[nn.Module, nn.Module]:
 
 
 def plain_step_seconds(cfg: C.Config, images: torch.Tensor, labels: torch.Tensor, info: Any, steps: int,
-                       *, count_flops: bool = False) -> tuple[list[float], float | None]:
-    """Per-step seconds of the plain loop (the first step dropped as warm-up); FLOPs of one step."""
+                       *, count_flops: bool = False,
+                       weights: torch.dtype = torch.float32) -> tuple[list[float], float | None]:
+    """Per-step seconds of the plain loop (the first step dropped as warm-up); FLOPs of one step.
+
+    ``weights=torch.bfloat16`` (``benchmarks/bf16_weights.py``): the same loop with both nets, their
+    inputs and activations held in bf16, no autocast and so no per-call casts, and the optimizers
+    stepping fp32 master copies of the weights (each update: gradients cast up, master weights copied
+    back down), the usual form of bf16 training without autocast.
+    """
     G, D = plain_nets(cfg, info)
-    opt_g, opt_d = _plain_opt(G.parameters(), cfg.optim.g), _plain_opt(D.parameters(), cfg.optim.d)
-    d_params = list(D.parameters())
     bce = torch.nn.BCEWithLogitsLoss()
     b = cfg.data.batch_size
     gb = cfg.train.g_batch_size or b
@@ -146,7 +151,37 @@ def plain_step_seconds(cfg: C.Config, images: torch.Tensor, labels: torch.Tensor
     if cfg.model.clusters:  # self-conditioned: the clusters are the labels (k-means once, before timing)
         labels = fit_clusters(G, D, images, cfg.model.clusters, seed=cfg.train.seed,
                               value_range=value_range(cfg.model))
-    data = TensorDataset(to_float(images, value_range=value_range(cfg.model)), labels)
+    low = weights != torch.float32
+    if low:
+        masters = {net: [p.detach().clone() for p in net.parameters()] for net in (G, D)}
+        G.to(weights)
+        D.to(weights)
+        for net in (G, D):
+            for m in masters[net]:
+                m.requires_grad_(True)
+    opt_g = _plain_opt(masters[G] if low else G.parameters(), cfg.optim.g)
+    opt_d = _plain_opt(masters[D] if low else D.parameters(), cfg.optim.d)
+    d_params = list(D.parameters())
+
+    def logits(t: torch.Tensor) -> torch.Tensor:  # the losses in fp32 (the fp32 loop calls nothing extra)
+        return t.float() if low else t
+
+    def update(opt: torch.optim.Optimizer, net: nn.Module) -> None:
+        if low:  # gradients up to the fp32 masters, the step there, the weights back down
+            for m, p in zip(masters[net], net.parameters()):
+                m.grad = None if p.grad is None else p.grad.float()
+                p.grad = None
+        opt.step()
+        if low:
+            with torch.no_grad():
+                torch._foreach_copy_(list(net.parameters()), masters[net])
+
+    data = TensorDataset(to_float(images, value_range=value_range(cfg.model)).to(weights), labels)
+
+    def noise(n: int) -> torch.Tensor:
+        z = sample_noise(n, cfg.model, device=torch.device("cpu"))
+        return z.to(weights) if low else z
+
     loader = iter(DataLoader(data, batch_size=b, shuffle=True, drop_last=True))
 
     def step() -> None:
@@ -157,29 +192,29 @@ def plain_step_seconds(cfg: C.Config, images: torch.Tensor, labels: torch.Tensor
             loader = iter(DataLoader(data, batch_size=b, shuffle=True, drop_last=True))
             real, y = next(loader)
         y = y if cond else None
-        fake = G(sample_noise(b, cfg.model, device=torch.device("cpu")), y).detach()
+        fake = G(noise(b), y).detach()
         ones, zeros = torch.ones(b), torch.zeros(b)
         opt_d.zero_grad()
         if cfg.loss.d_update == "concat":
             out = D(torch.cat([real, fake]), torch.cat([y, y]) if cond else None)
-            bce(out, torch.cat([ones, zeros])).backward()
+            bce(logits(out), torch.cat([ones, zeros])).backward()
         elif cfg.loss.d_update == "separate":
-            bce(D(real, y), ones).backward()
-            opt_d.step()
+            bce(logits(D(real, y)), ones).backward()
+            update(opt_d, D)
             opt_d.zero_grad()
-            bce(D(fake, y), zeros).backward()
+            bce(logits(D(fake, y)), zeros).backward()
         else:
-            (bce(D(real, y), ones) + bce(D(fake, y), zeros)).backward()
-        opt_d.step()
-        zg = sample_noise(gb, cfg.model, device=torch.device("cpu"))
+            (bce(logits(D(real, y)), ones) + bce(logits(D(fake, y)), zeros)).backward()
+        update(opt_d, D)
+        zg = noise(gb)
         yg = (G.labels_for(zg) if cfg.model.clusters else torch.randint(0, info.num_classes, (gb,))) if cond else None
         opt_g.zero_grad()
         for p in d_params:  # D frozen in G's step, as the Keras seeds' disc.trainable = False
             p.requires_grad_(False)
-        F.binary_cross_entropy_with_logits(D(G(zg, yg), yg), torch.ones(gb)).backward()
+        F.binary_cross_entropy_with_logits(logits(D(G(zg, yg), yg)), torch.ones(gb)).backward()
         for p in d_params:
             p.requires_grad_(True)
-        opt_g.step()
+        update(opt_g, G)
 
     times = []
     for _ in range(steps + 1):

@@ -266,3 +266,23 @@ def test_sampling_through_a_channels_last_copy_gives_the_same_images(monkeypatch
         want = to_uint8(G(z, labels), value_range=(-1.0, 1.0))
     diff = (images.int() - want.int()).abs()
     assert diff.max() <= 1 and (diff > 0).float().mean() < 0.01  # the kernels' summation order only
+
+
+@pytest.mark.parametrize("preset", ["seed002-mlp-mnist", "seed003-cgan-mnist"])
+def test_the_benchmarks_bf16_weights_arm_runs_the_plain_loops_step(preset, monkeypatch):
+    """benchmarks/bf16_weights.py compares the plain loop with nets held in bf16 (fp32 master weights)
+    against the fp32 one: the same step, so the same FLOPs."""
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    from throughput import plain_step_seconds, preset_config  # benchmarks/ imports its siblings by name
+
+    from gankit.data import DatasetInfo
+
+    info = DatasetInfo(name="mnist", resolution=28, channels=1, class_names=tuple(str(i) for i in range(10)))
+    images = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(64) % 10
+    cfg = preset_config(preset, 3, 1, ["data.batch_size=8", "train.g_batch_size=8"])
+    flops = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        times, flops[dtype] = plain_step_seconds(cfg, images, labels, info, 2, count_flops=True, weights=dtype)
+        assert len(times) == 2 and all(t > 0 for t in times)
+    assert flops[torch.float32] == flops[torch.bfloat16] > 0
