@@ -279,16 +279,15 @@ def data() -> None:
 @click.option("--data-root", type=click.Path(file_okay=False))
 def data_list(data_root: str | None) -> None:
     """Dataset names, with their geometry and whether their files are present."""
-    from gankit.data import dataset_names, describe
+    from gankit.data import dataset_names, describe, files_state
     from gankit.data.files import data_root as root_of
 
     root = root_of(data_root)
-    click.echo(f"data root: {root}")
+    where = "" if root.is_dir() else "  (not a folder)" if root.exists() else "  (no such folder)"
+    click.echo(f"data root: {root}{where}")
     for name in dataset_names():
         info = describe(name)
-        folder = {"stacked-mnist": "mnist", "emnist-byclass-letters": "emnist", "emnist-letters": "emnist",
-                  "emnist-byclass": "emnist"}.get(name, name)
-        here = "embedded" if name == "mnist-demo" else ("present" if (root / folder).exists() else "absent")
+        here = files_state(name, root)
         click.echo(f"  {name:<24} {info.resolution}x{info.resolution}x{info.channels}  "
                    f"{info.num_classes:>4} classes  [{here}]")
     click.echo("  folder:PATH              any folder or .zip/.tar(.gz) of images; subfolders are classes")

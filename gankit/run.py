@@ -326,7 +326,8 @@ def list_checkpoints(run: RunDir) -> list[Path]:
     """Complete-looking checkpoint folders, oldest first (by step: ``step-100000000`` after ``step-99999999``)."""
     if not run.checkpoints.exists():
         return []
-    found = [p for p in run.checkpoints.iterdir() if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit()]
+    found = [p for p in run.checkpoints.iterdir() if p.is_dir() and p.name.startswith("step-") and p.name[5:].isascii()
+             and p.name[5:].isdigit()]
     return sorted(found, key=lambda p: int(p.name[5:]))
 
 

@@ -48,7 +48,7 @@ def load_generator(run_dir: str | Path, *, device: str = "cpu", checkpoint: str 
     # "latest" is also the name of the pointer file beside the checkpoints: it means the newest good one
     path = run.checkpoints / checkpoint if checkpoint not in (None, "latest") else latest_good_checkpoint(run)
     if path is not None and not path.exists() and checkpoint and checkpoint.startswith("step-") \
-            and checkpoint[5:].isdigit():
+            and checkpoint[5:].isascii() and checkpoint[5:].isdigit():
         path = run.checkpoints / f"step-{int(checkpoint[5:]):08d}"  # step-500 for step-00000500
     if path is None:
         raise GankitError(f"{run.path}: no checkpoint to sample from")

@@ -10,6 +10,7 @@ from PIL import Image
 
 from gankit import config as C
 from gankit.cli import main
+from gankit.run import RunDir
 from tests.helpers import tiny_overrides
 
 
@@ -115,6 +116,11 @@ def test_conditional_sampling(tmp_path):
     assert r.exit_code == 2 and "no checkpoint 'step-99'; choose from step-" in r.output, r.output
     r = run("sample", out, "--checkpoint", "step-3", "--n", "4", "--out", tmp_path / "l.npz")
     assert r.exit_code == 0 and "(step 3," in r.output, r.output  # the README's step-N, unpadded
+    (RunDir(out).checkpoints / "step-\u00b2").mkdir()  # digits int() cannot read, on the command line or on disk
+    r = run("sample", out, "--checkpoint", "step-\u00b2\u00b2", "--out", tmp_path / "l.npz")
+    assert r.exit_code == 2 and "no checkpoint 'step-\u00b2\u00b2'; choose from" in r.output, r.output
+    r = run("sample", out, "--n", "4", "--out", tmp_path / "l.npz")
+    assert r.exit_code == 0 and "(step 4," in r.output, r.output
     # a count that cannot fit in memory, or a file name gankit cannot write: refused before any sampling
     t0 = time.perf_counter()
     r = run("sample", out, "--per-class", 10**9, "--out", tmp_path / "huge.npz")
@@ -163,6 +169,22 @@ def test_a_dry_run_with_a_misspelt_net_setting_prints_only_the_error():
     r = run("train", "--preset", "seed002-mlp-mnist", "--set", "model.g.hiden=[8]", "--dry-run")
     assert r.exit_code == 2 and r.output.startswith("error: unknown setting model.g.hiden for")
     assert "did you mean 'hidden'" in r.output and "[model" not in r.output
+
+
+def test_data_list_tells_present_partial_and_absent_by_the_files(tmp_path):
+    (tmp_path / "mnist").mkdir()
+    (tmp_path / "cifar10").mkdir()  # an empty folder holds no dataset
+    (tmp_path / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(b"x")
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz"):
+        (tmp_path / "fashion-mnist").mkdir(exist_ok=True)
+        (tmp_path / "fashion-mnist" / name).write_bytes(b"x")
+    r = run("data", "list", "--data-root", tmp_path)
+    state = {line.split()[0]: line.split("[")[-1].rstrip("]") for line in r.output.splitlines()[1:] if "[" in line}
+    assert state["mnist"] == "partial" and state["cifar10"] == "absent" and state["fashion-mnist"] == "present"
+    assert state["mnist-demo"] == "embedded" and r.output.splitlines()[0] == f"data root: {tmp_path}"
+    r = run("data", "list", "--data-root", tmp_path / "nowhere")
+    assert "(no such folder)" in r.output.splitlines()[0]
 
 
 def test_data_commands(shared_data, tmp_path):

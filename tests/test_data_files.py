@@ -107,3 +107,35 @@ def test_free_memory_counts_a_containers_limit(tmp_path):
     (cgroup / "memory.max").write_text(f"{4 * 2**30}\n")  # a 4 GiB container, 1 GiB used (and page cache)
     (cgroup / "memory.stat").write_text(f"anon {2**30}\nfile {3 * 2**30}\n")
     assert available_memory(tmp_path) == 3 * 2**30
+
+
+@pytest.mark.parametrize("marks", ["null", "[]", "5", '{"/some/file": 5}', '{"/some/file": null}'])
+def test_a_foreign_verification_file_reads_as_no_marks(tmp_path, monkeypatch, marks):
+    """A verified.json that is valid JSON but not gankit's marks (hand-edited, another tool's) means
+    "check the files again", never an AttributeError on every dataset load."""
+    monkeypatch.setenv("GANKIT_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "verified.json").write_text(marks)
+    content = b"y" * 100
+    p = tmp_path / "d.gz"
+    p.write_bytes(gzip.compress(content))
+    spec = FileSpec(name="d.gz", content_md5=hashlib.md5(content).hexdigest())
+    verify(p, spec)
+    assert files.is_verified(p, f"md5:{spec.content_md5}")
+
+
+def test_two_downloads_of_one_file_use_their_own_part_files(tmp_path, monkeypatch):
+    """Every rank of a first torchrun fetches a missing file: one process's part file must not be
+    written into, or deleted by, another's."""
+    parts = []
+
+    def fetch(url, part, dest, *, spec, progress):
+        parts.append(part)
+        part.write_bytes(b"x")
+        part.replace(dest)
+
+    monkeypatch.setattr(files, "_fetch", fetch)
+    download("file:///x", tmp_path / "f.gz", progress=False)
+    monkeypatch.setattr(files.os, "getpid", lambda: 424242)
+    download("file:///x", tmp_path / "f.gz", progress=False)
+    assert parts[0] != parts[1] and "424242" in parts[1].name

@@ -2,6 +2,7 @@ import gzip
 import hashlib
 import io
 import pickle
+import shutil
 import tarfile
 import time
 
@@ -44,6 +45,19 @@ def test_label_out_of_range(tmp_path):
     write_idx_gz(tmp_path / "mnist" / "train-labels-idx1-ubyte.gz", np.full(50, 12, dtype=np.uint8))
     with pytest.raises(GankitError, match="label 12 out of range"):
         load_dataset("mnist", root=tmp_path, verify=False)
+
+
+def test_a_bad_label_in_the_test_split_names_the_test_label_file(tmp_path):
+    fake_mnist(tmp_path)
+    write_idx_gz(tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz", np.full(20, 12, dtype=np.uint8))
+    with pytest.raises(GankitError, match="t10k-labels-idx1-ubyte.gz: label 12 out of range"):
+        load_dataset("mnist", root=tmp_path, split="train+test", verify=False)
+
+
+@pytest.mark.parametrize("cls", ["\u00b2", "\u0663"])  # a superscript two, an Arabic-Indic three
+def test_a_class_written_in_other_digits_is_a_clear_error(cls):
+    with pytest.raises(GankitError, match="has no class"):
+        load_dataset(f"mnist-demo:{cls}")
 
 
 def test_unknown_class_and_dataset():
@@ -99,6 +113,26 @@ def test_emnist_missing_gives_download(tmp_path):
     with pytest.raises(GankitError) as err:
         load_dataset("emnist-letters", root=tmp_path)
     assert EMNIST_DOWNLOAD in str(err.value) and "emnist-letters-train-images-idx3-ubyte.gz" in str(err.value)
+
+
+def test_emnist_test_files_in_the_gzip_folder_serve_the_test_split(tmp_path):
+    _write_emnist(tmp_path, "letters", np.stack([_letter_L()] * 3), np.array([12, 1, 26], dtype=np.uint8))
+    gz = tmp_path / "emnist" / "gzip"
+    gz.mkdir()
+    for f in (tmp_path / "emnist").glob("emnist-letters-test-*"):
+        f.rename(gz / f.name)
+    for f in (tmp_path / "emnist").glob("emnist-letters-train-*"):
+        f.unlink()
+    assert len(load_dataset("emnist-letters", root=tmp_path, split="test", verify=False)) == 3
+    with pytest.raises(GankitError, match="missing for the train split: emnist-letters-train-images"):
+        load_dataset("emnist-letters", root=tmp_path, split="train", verify=False)
+
+
+def test_emnist_labels_out_of_range_name_their_own_file(tmp_path):
+    _write_emnist(tmp_path, "letters", np.stack([_letter_L()] * 3), np.array([12, 1, 26], dtype=np.uint8))
+    write_idx_gz(tmp_path / "emnist" / "emnist-letters-test-labels-idx1-ubyte.gz", np.array([1, 2, 27], np.uint8))
+    with pytest.raises(GankitError, match="letters-test-labels-idx1-ubyte.gz: EMNIST letters labels must be 1..26"):
+        load_dataset("emnist-letters", root=tmp_path, split="train+test", verify=False)
 
 
 # ---- CIFAR-10 python batches and the restricted unpickler ------------------------------------------------------
@@ -267,3 +301,66 @@ def test_channels_and_split_that_do_not_fit_are_refused(tmp_path):
         load_dataset("mnist", root=tmp_path, verify=False, channels=3)
     with pytest.raises(GankitError, match="unknown split 'bogus'"):
         load_dataset(f"folder:{tmp_path}", split="bogus")
+
+
+# ---- CIFAR-10's JPEG copy: completeness and its decoded cache ------------------------------------------------------
+
+
+def _jpeg_tree(root, per_class, skip=()):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    base = root / "cifar10" / "cifar-10-images-jpg"
+    for part, n in per_class.items():
+        for c in cifar.CLASSES:
+            if (part, c) in skip:
+                continue
+            (base / part / c).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(base / part / c / f"{i:04d}.jpg")
+    return base
+
+
+@pytest.fixture
+def small_cifar(monkeypatch):
+    per_class = {"train": 2, "test": 1}  # the official copy: 5,000 and 1,000 of each class
+    monkeypatch.setattr(cifar, "PER_CLASS", per_class)
+    return per_class
+
+
+@pytest.mark.filterwarnings("ignore:cifar10. reading the JPEG copy")
+def test_a_partial_cifar_jpeg_tree_is_refused_naming_what_is_missing(tmp_path, small_cifar):
+    _jpeg_tree(tmp_path, small_cifar, skip={("test", "cat")})
+    assert len(load_dataset("cifar10", root=tmp_path, split="train", verify=False)) == 20
+    with pytest.raises(GankitError, match="not a complete CIFAR-10 copy: test/cat has 0"):
+        load_dataset("cifar10", root=tmp_path, split="test", verify=False)
+    assert len(load_dataset("cifar10:ship", root=tmp_path, split="test", verify=False)) == 1  # not asked for
+
+
+@pytest.mark.filterwarnings("ignore:cifar10. reading the JPEG copy")
+@pytest.mark.parametrize("damage", ["truncated", "empty", "foreign labels", "wrong dtype"])
+def test_a_damaged_decoded_cifar_cache_is_decoded_again(tmp_path, monkeypatch, small_cifar, damage):
+    monkeypatch.setenv("GANKIT_CACHE", str(tmp_path / "cache"))
+    base = _jpeg_tree(tmp_path, small_cifar)
+    with tarfile.open(tmp_path / "cifar10" / cifar.JPEG_ARCHIVE.name, "w:gz") as tar:
+        tar.add(base, arcname="cifar-10-images-jpg")
+    shutil.rmtree(base)
+    first = load_dataset("cifar10", root=tmp_path, split="train+test", verify=False)
+    (cache,) = (tmp_path / "cache" / "decoded").glob("cifar10-jpg-*.npz")
+    if damage == "truncated":
+        cache.write_bytes(cache.read_bytes()[:1000])
+    elif damage == "empty":
+        cache.write_bytes(b"")
+    else:
+        with np.load(cache) as z:
+            images, labels, splits = z["images"], z["labels"], z["splits"]
+        if damage == "foreign labels":
+            labels = np.zeros_like(labels)
+        else:
+            images = images.astype(np.float32)
+        buf = io.BytesIO()
+        np.savez(buf, images=images, labels=labels, splits=splits)
+        cache.write_bytes(buf.getvalue())
+    again = load_dataset("cifar10", root=tmp_path, split="train+test", verify=False)
+    assert torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)

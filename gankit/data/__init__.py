@@ -49,7 +49,7 @@ def resolve_classes(requested: list[str], class_names: tuple[str, ...], *, datas
             out.append(class_names.index(c))
         elif c.lower() in lowered:
             out.append(lowered.index(c.lower()))
-        elif c.isdigit() and int(c) < len(class_names):
+        elif c.isascii() and c.isdigit() and int(c) < len(class_names):  # not "²" or "٣"
             out.append(int(c))
         else:
             from gankit.errors import did_you_mean
@@ -70,6 +70,34 @@ _INFO = {
     "cifar10": (32, 3, cifar.CLASSES),
     "stacked-mnist": (28, 3, tuple(f"{i:03d}" for i in range(1000))),
 }
+
+
+def files_state(name: str, root: Path) -> str:
+    """Whether a named dataset's files are under ``root``: ``present`` (every file of both splits),
+    ``partial`` (some of them), ``absent``, or ``embedded`` (the demo set ships with gankit)."""
+    if name == "mnist-demo":
+        return "embedded"
+    if name in ("cifar10",):
+        folder = root / "cifar10"
+        batches = folder / "cifar-10-batches-py"
+        whole = [folder / cifar.PYTHON_ARCHIVE.name, folder / cifar.JPEG_ARCHIVE.name]
+        if any(f.is_file() for f in whole) or all((batches / b).is_file() for bs in cifar.SPLIT_BATCHES.values()
+                                                  for b in bs):
+            return "present"
+        trees = [folder / "cifar-10-images-jpg", folder]
+        some = batches.is_dir() or any((t / part).is_dir() for t in trees for part in ("train", "test"))
+        return "partial" if some else "absent"
+    if name.startswith("emnist"):
+        subset = "letters" if name == "emnist-letters" else "byclass"
+        names = [f"emnist-{subset}-{p}-{k}-idx{3 if k == 'images' else 1}-ubyte.gz"
+                 for p in ("train", "test") for k in ("images", "labels")]
+        folders = [root / "emnist", root / "emnist" / "gzip"]
+    else:
+        specs = sources.FASHION_FILES if name == "fashion-mnist" else sources.MNIST_FILES
+        names = [spec.name for spec in specs.values()]
+        folders = [root / ("fashion-mnist" if name == "fashion-mnist" else "mnist")]
+    found = max(sum((f / n).is_file() for n in names) for f in folders)
+    return "present" if found == len(names) else "partial" if found else "absent"
 
 
 def describe(spec: str, *, resolution: int | None = None, channels: int | None = None) -> DatasetInfo | None:

@@ -297,6 +297,27 @@ def _jpeg_entries(folder: Path, parts: tuple[str, ...], classes: set[int] | None
     return entries, source
 
 
+PER_CLASS = {"train": 5000, "test": 1000}  # images of each class in each split of CIFAR-10
+
+
+def _complete(labels: np.ndarray, parts: tuple[str, ...], classes: set[int] | None, split_of: np.ndarray,
+              ) -> str | None:
+    """What is missing from decoded CIFAR-10 labels (``split_of``: each image's index in ``parts``), or None
+    when every wanted class of every split has its full count and no other label is there."""
+    if labels.ndim != 1 or labels.dtype != np.int64 or split_of.shape != labels.shape:
+        return "labels of the wrong form"
+    want = sorted(classes) if classes is not None else list(range(len(CLASSES)))
+    if np.any(~np.isin(labels, want)):
+        return "labels outside the classes asked for"
+    short = []
+    for i, part in enumerate(parts):
+        counts = np.bincount(labels[split_of == i], minlength=len(CLASSES))
+        short += [f"{part}/{CLASSES[c]} has {counts[c]:,}" for c in want if counts[c] != PER_CLASS[part]]
+    if short:
+        return ", ".join(short[:4]) + (f" and {len(short) - 4} more" if len(short) > 4 else "")
+    return None
+
+
 def _cache_path(source: Path, parts: tuple[str, ...], classes: set[int] | None) -> Path:
     """Where the decoded arrays of ``source`` (by path, size and mtime) for these splits/classes live."""
     st = source.stat()
@@ -311,18 +332,27 @@ def _load_jpeg_copy(folder: Path, parts: tuple[str, ...], classes: set[int] | No
     if archive.exists() and not (verify_files and not is_verified(archive, f"md5:{JPEG_ARCHIVE.content_md5}")):
         try:
             with np.load(_cache_path(archive, parts, classes)) as z:
-                return z["images"], z["labels"], str(archive)
-        except (OSError, ValueError, KeyError):
+                images, labels, split_of = z["images"], z["labels"], z["splits"]
+            if _complete(labels, parts, classes, split_of) is None and \
+                    images.dtype == np.uint8 and images.shape == (len(labels), 3, 32, 32):
+                return images, labels, str(archive)
+        except Exception:  # noqa: BLE001 - any unreadable cache (truncated, flipped bits, foreign) is a miss
             pass
     found = _jpeg_entries(folder, parts, classes, verify_files)
     if found is None:
         return None
     entries, source = found
+    split_of = np.array([e[0] for e in entries], dtype=np.int64)
+    problem = _complete(np.array([e[1] for e in entries], dtype=np.int64), parts, classes, split_of)
+    if problem:
+        raise GankitError(f"{source}: not a complete CIFAR-10 copy: {problem} (the official copy holds "
+                          f"{PER_CLASS['train']:,} train and {PER_CLASS['test']:,} test images of each class); "
+                          "for a part of it use a folder: dataset")
     images, labels = _decode_jpegs(entries)
     if archive.exists():
         try:
             buf = io.BytesIO()
-            np.savez(buf, images=images, labels=labels)
+            np.savez(buf, images=images, labels=labels, splits=split_of)
             atomic_write_bytes(_cache_path(archive, parts, classes), buf.getvalue())
         except OSError:
             pass

@@ -106,10 +106,14 @@ def _marks_path() -> Path:
 
 
 def _load_marks() -> dict[str, dict[str, object]]:
+    """The marks on file; a damaged or foreign ``verified.json`` reads as no marks (files are checked again)."""
     try:
-        return json.loads(_marks_path().read_text())
+        marks = json.loads(_marks_path().read_text())
     except (OSError, ValueError):
         return {}
+    if not isinstance(marks, dict):
+        return {}
+    return {k: v for k, v in marks.items() if isinstance(v, dict)}
 
 
 def _stamp(path: Path) -> dict[str, object]:
@@ -215,7 +219,9 @@ def download(url: str, dest: Path, *, spec: FileSpec | None = None, progress: bo
 
     made = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]  # deepest first
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(f".{dest.name}.part")
+    # a part file of this process's own: two processes fetching the same file (every rank of a first
+    # torchrun) must not write into, or delete, each other's
+    part = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     try:
         _fetch(url, part, dest, spec=spec, progress=progress)
     except BaseException:

@@ -104,12 +104,12 @@ def _idx_dataset(*, name: str, folder: Path, files: dict[str, FileSpec], split: 
     for part in split_parts(split):
         x, y, p = _load_idx_pair(folder, files[f"{prefix[part]}-images"], files[f"{prefix[part]}-labels"],
                                  dataset=name, do_verify=verify_files, all_specs=tuple(files.values()))
+        if y.size and y.max() >= len(class_names):  # named by its own split's label file
+            raise GankitError(f"{p[1]}: label {y.max()} out of range for {len(class_names)} classes")
         ims.append(x)
         labs.append(y)
         paths += p
     labels = np.concatenate(labs).astype(np.int64)
-    if labels.size and labels.max() >= len(class_names):
-        raise GankitError(f"{paths[1]}: label {labels.max()} out of range for {len(class_names)} classes")
     images = torch.from_numpy(np.concatenate(ims)).unsqueeze(1)  # [N, 1, 28, 28]
     info = DatasetInfo(name=name, resolution=28, channels=1, class_names=class_names)
     return Dataset(images=images, labels=torch.from_numpy(labels), info=info, files=paths)
@@ -142,7 +142,9 @@ def load_mnist_demo(*, split: str = "train", verify_files: bool = True, **_: obj
 
 # ---- EMNIST ----------------------------------------------------------------------------------------
 
-def _emnist(*, root: Path, subset: str, split: str, verify_files: bool, name: str) -> tuple[Dataset, list[str]]:
+def _emnist(*, root: Path, subset: str, split: str, verify_files: bool, name: str,
+            labels_in: tuple[int, int]) -> tuple[Dataset, list[str]]:
+    """An EMNIST subset's split; every label file checked against ``labels_in`` (inclusive) on its own."""
     specs = {
         f"{part}-{kind}": FileSpec(
             name=(fname := f"emnist-{subset}-{part}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz"),
@@ -153,13 +155,15 @@ def _emnist(*, root: Path, subset: str, split: str, verify_files: bool, name: st
     }
     # The official zip unpacks into a gzip/ folder; accept the files there too.
     candidates = [root / "emnist", root / "emnist" / "gzip"]
-    folder = next((c for c in candidates if (c / specs["train-images"].name).exists()), candidates[0])
-    missing = [s.name for s in specs.values() if not (folder / s.name).exists()]
-    wanted = {f"{p}-{k}" for p in split_parts(split) for k in ("images", "labels")}
-    if any(specs[k].name in missing for k in wanted):
+    wanted = [f"{p}-{k}" for p in split_parts(split) for k in ("images", "labels")]  # what this split reads
+    folder = next((c for c in candidates if all((c / specs[k].name).exists() for k in wanted)),
+                  next((c for c in candidates if any((c / specs[k].name).exists() for k in wanted)), candidates[0]))
+    missing = [specs[k].name for k in wanted if not (folder / specs[k].name).exists()]
+    if missing:
         raise GankitError(
             f"dataset {name!r}: EMNIST files not found in {folder}\n"
-            f"  expected files: {', '.join(s.name for s in specs.values())}\n"
+            f"  missing for the {split} split: {', '.join(missing)}\n"
+            f"  all files of the dataset: {', '.join(s.name for s in specs.values())}\n"
             f"  official download: {EMNIST_DOWNLOAD} (a zip; put the .gz files from its gzip/ folder in {folder})\n"
             "  set --data-root or GANKIT_DATA to the folder that holds the dataset folders"
         )
@@ -167,6 +171,9 @@ def _emnist(*, root: Path, subset: str, split: str, verify_files: bool, name: st
     for part in split_parts(split):
         x, y, p = _load_idx_pair(folder, specs[f"{part}-images"], specs[f"{part}-labels"], dataset=name,
                                  do_verify=verify_files, all_specs=tuple(specs.values()))
+        lo, hi = labels_in
+        if y.size and (y.min() < lo or y.max() > hi):  # named by its own split's label file
+            raise GankitError(f"{p[1]}: EMNIST {subset} labels must be {lo}..{hi}, found {y.min()}..{y.max()}")
         ims.append(x)
         labs.append(y)
         paths += p
@@ -180,11 +187,9 @@ def _emnist(*, root: Path, subset: str, split: str, verify_files: bool, name: st
 @register("dataset", "emnist-letters")
 def load_emnist_letters(*, root: Path, split: str = "train", verify_files: bool = True, **_: object) -> Dataset:
     """EMNIST letters: 26 classes, upper and lower case merged (labels 1-26 in the files, 0-25 here)."""
-    ds, paths = _emnist(root=root, subset="letters", split=split, verify_files=verify_files, name="emnist-letters")
+    ds, _ = _emnist(root=root, subset="letters", split=split, verify_files=verify_files, name="emnist-letters",
+                    labels_in=(1, 26))
     labels = ds.labels - 1
-    if labels.numel() and (labels.min() < 0 or labels.max() > 25):
-        raise GankitError(f"{paths[1]}: EMNIST letters labels must be 1..26, "
-                          f"found {labels.min() + 1}..{labels.max() + 1}")
     info = DatasetInfo(name="emnist-letters", resolution=28, channels=1, class_names=LETTERS_CLASSES)
     return Dataset(images=ds.images, labels=labels, info=info, files=ds.files)
 
@@ -192,9 +197,8 @@ def load_emnist_letters(*, root: Path, split: str = "train", verify_files: bool 
 @register("dataset", "emnist-byclass")
 def load_emnist_byclass(*, root: Path, split: str = "train", verify_files: bool = True, **_: object) -> Dataset:
     """EMNIST byclass: 62 classes, digits 0-9, upper case A-Z, lower case a-z."""
-    ds, paths = _emnist(root=root, subset="byclass", split=split, verify_files=verify_files, name="emnist-byclass")
-    if ds.labels.numel() and ds.labels.max() > 61:
-        raise GankitError(f"{paths[1]}: EMNIST byclass labels must be 0..61, found {ds.labels.max()}")
+    ds, _ = _emnist(root=root, subset="byclass", split=split, verify_files=verify_files, name="emnist-byclass",
+                    labels_in=(0, 61))
     info = DatasetInfo(name="emnist-byclass", resolution=28, channels=1, class_names=BYCLASS_CLASSES)
     return Dataset(images=ds.images, labels=ds.labels, info=info, files=ds.files)
 
