@@ -111,7 +111,8 @@ def main() -> None:
 @click.option("--preset", "-p", help="a named recipe (see `gankit presets`)")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="a TOML config file instead of a preset")
 @click.option("--steps", type=int, help="training steps (train.steps)")
-@click.option("--out", "-o", type=click.Path(file_okay=False), help="run directory (default runs/PRESET-TIME)")
+@click.option("--out", "-o", type=click.Path(file_okay=False),
+              help="run directory (default runs/NAME-TIME, NAME the config's name: the preset's, unless set)")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="override a setting, e.g. data.batch_size=64")
 @click.option("--resume", type=click.Path(file_okay=False), help="continue the run in this directory")
@@ -125,19 +126,24 @@ def train(preset: str | None, config_file: str | None, steps: int | None, out: s
     from gankit import config as C
 
     sets = list(overrides) + ([f"train.steps={steps}"] if steps is not None else [])
+    for flag, value in (("--out", out), ("--resume", resume)):
+        if value is not None and not value.strip():  # "" would be the current folder
+            raise GankitError(f"{flag} is empty; give a run directory")
     if resume:
         if preset or config_file or out:
             raise GankitError("--resume continues a run with its own config: drop --preset/--config/--out")
         run_cfg = Path(resume) / "config.toml"
         if not run_cfg.exists():
             raise GankitError(f"{resume} is not a gankit run directory (no config.toml)")
-        data = C.read_toml(run_cfg)
-        # (the run's config.toml is rewritten by the trainer once the changed config has loaded the checkpoint:
-        # a setting that does not fit the run leaves it as it was)
-        cfg = C.validate(C.from_dict(C.Config, C.apply_overrides(data, sets), where=""))
+        # (the run's config.toml is rewritten by the trainer with the first checkpoint the changed config
+        # makes: a setting that does not fit the run leaves it as it was)
+        cfg = C.build(overrides=sets, file=run_cfg)
         out = resume
     else:
         cfg = C.build(preset, overrides=sets, file=config_file)
+        if config_file and out and Path(config_file).resolve() == (Path(out) / "config.toml").resolve():
+            raise GankitError(f"--config {config_file} is the file a run in --out {out} would write (its config.toml);"
+                              " keep the config outside the run directory, or choose another --out")
     if dry_run:
         _print_dry_run(cfg)
         return
@@ -167,16 +173,23 @@ def _print_dry_run(cfg: Any) -> None:
     import torch
 
     from gankit import config as C
-    from gankit.data import describe
+    from gankit.data import describe, parse_spec, resolve_classes
     from gankit.nets import layer_table
-    from gankit.train.build import make_nets, sample_noise
+    from gankit.train.build import check_setup, make_nets, sample_noise
 
     info = describe(cfg.data.dataset, resolution=cfg.data.resolution, channels=cfg.data.channels)
-    if info is None:
+    if info is None:  # a folder: read to know
         from gankit.train.build import load_training_data
 
-        info = load_training_data(cfg.data).info
+        data = load_training_data(cfg.data)
+        info, classes = data.info, data.labels.unique().tolist()
+    else:  # (a class filter keeps the dataset's class list)
+        _, args = parse_spec(cfg.data.dataset)
+        classes = resolve_classes(args, info.class_names, dataset=info.name) if args else range(info.num_classes)
     G, D = make_nets(cfg, info)  # first: a net setting it refuses (a misspelt key) prints no config
+    # what training would refuse before its first step (as one process: torchrun splits the batch further)
+    check_setup(cfg, info, G, D, batch=cfg.data.batch_size, g_batch=cfg.train.g_batch_size or cfg.data.batch_size,
+                classes=sorted(set(classes)))
     click.echo(C.dumps(cfg))
     n = 2 * cfg.model.pack  # a packed D (PacGAN) judges groups of model.pack images
     z = sample_noise(n, cfg.model, device=torch.device("cpu"))

@@ -6,7 +6,9 @@ any of them gets the same clear error: the unknown key, where it was, and a "did
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import difflib
 import math
 import tomllib
 import types
@@ -220,7 +222,43 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
+@dataclass(frozen=True)
+class Override:
+    """A ``--set`` value as typed: its text, and the TOML value it reads as (or TOML's complaint).
+
+    Which of the two is meant depends on the setting's type, known only when the config is built: a
+    text setting takes the text (``name=2024-01-01`` is a date in TOML, ``dataset=05`` no TOML at all),
+    every other setting the TOML value, and a value that is not TOML is an error naming what is wrong
+    with it, not a string that fails later as "expected float, got '.001'"."""
+
+    text: str
+    value: Any = None
+    error: str | None = None
+
+    def guess(self) -> Any:
+        """The value for a setting whose type is not known here (a net's parameter: checked when built)."""
+        return self.text if self.error is not None else self.value
+
+
+def _takes_str(tp: Any) -> bool:
+    return tp is str or (typing.get_origin(tp) in (typing.Union, types.UnionType) and str in typing.get_args(tp))
+
+
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """``value`` checked against type ``tp`` (ints stay ints, a bool is never a number or a string);
+    GankitError naming ``where`` when it does not fit."""
+    if isinstance(value, Override):
+        if value.error is None:
+            try:
+                return coerce(value.value, tp, where)
+            except GankitError:
+                if not _takes_str(tp) or isinstance(value.value, str):
+                    raise
+            return value.text  # the text meant, which TOML reads as a number or a date
+        if _takes_str(tp):
+            return value.text
+        raise GankitError(f"{where} = {value.text!r} is not a valid value ({value.error}); numbers need a digit "
+                          "before the point (0.001), lists brackets at both ends ([0.5, 0.999]), text quotes")
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -231,7 +269,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, where)
+                return coerce(value, arg, where)
             except GankitError as exc:
                 errors.append(str(exc))
         raise GankitError(errors[0] if errors else f"{where}: bad value {value!r}")
@@ -242,12 +280,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is list:
         (item,) = typing.get_args(tp)
         if not isinstance(value, list | tuple):
-            raise GankitError(f"{where}: expected a list, got {value!r}")
-        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+            raise GankitError(f"{where}: expected a list in brackets, e.g. [{value!r}], got {value!r}")
+        return [coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise GankitError(f"{where}: expected a table, got {value!r}")
-        return dict(value)
+        return _plain(value)
     if tp is Any:
         return value
     if tp is bool:
@@ -269,6 +307,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise GankitError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
 
 
+def _plain(table: dict[str, Any]) -> dict[str, Any]:
+    """A table of untyped settings with each ``--set`` value as TOML reads it (or its text)."""
+    return {k: v.guess() if isinstance(v, Override) else _plain(v) if isinstance(v, dict) else v
+            for k, v in table.items()}
+
+
 def from_dict(cls: type, data: dict[str, Any], *, where: str = "config") -> Any:
     """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise GankitError."""
     hints = typing.get_type_hints(cls)
@@ -279,18 +323,52 @@ def from_dict(cls: type, data: dict[str, Any], *, where: str = "config") -> Any:
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
         if key in names and key != extra_field:
-            kwargs[key] = _coerce(value, hints[key], path)
+            kwargs[key] = coerce(value, hints[key], path)
         elif extra_field is not None:
             extra[key] = value
         else:
-            raise GankitError(f"unknown setting {path!r}{did_you_mean(key, names)}; "
-                              f"known in [{where}]: {', '.join(names)}")
+            section = f"in [{where}]" if where else "at the top level"
+            hint = _elsewhere(key, path, exact=True) or did_you_mean(key, names) or _elsewhere(key, path)
+            raise GankitError(f"unknown setting {path!r}{hint}; "
+                              f"known {section}: {', '.join(names)}")
     if extra_field is not None:
         given = extra.pop(extra_field, {})
         if not isinstance(given, dict):
             raise GankitError(f"{where}.{extra_field}: expected a table of settings, got {given!r}")
+        given, extra = _plain(given), _plain(extra)
+        for key in given.keys() & extra.keys():  # one setting written two ways: which is meant is unclear
+            if given[key] != extra[key]:
+                raise GankitError(f"{where}.{key} is given twice, as {where}.{key} = {extra[key]!r} and as "
+                                  f"{where}.{extra_field}.{key} = {given[key]!r}; keep one (--set {where}.{key}="
+                                  "... replaces it)")
         kwargs[extra_field] = {**given, **extra}
     return cls(**kwargs)
+
+
+def _setting_paths(cls: type | None = None, prefix: str = "") -> list[str]:
+    """Every setting's dotted path in :class:`Config` (sections' fields, not their tables)."""
+    cls = cls or Config
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            out += _setting_paths(hints[f.name], f"{prefix}{f.name}.")
+        elif _EXTRA_INTO.get(cls) != f.name:
+            out.append(prefix + f.name)
+    return out
+
+
+def _elsewhere(key: str, path: str, *, exact: bool = False) -> str:
+    """A hint for a setting put in the wrong section: the sections that have ``key`` (or, unless
+    ``exact``, one like it)."""
+    paths = [p for p in _setting_paths() if p != path]
+    same = [p for p in paths if p.rsplit(".", 1)[-1] == key]
+    if not same and not exact:
+        near = difflib.get_close_matches(key, sorted({p.rsplit(".", 1)[-1] for p in paths}), n=1, cutoff=0.6)
+        same = [p for p in paths if near and p.rsplit(".", 1)[-1] == near[0]]
+    if not same:
+        return ""
+    return f" (did you mean {' or '.join(same[:3])}?)"
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -367,22 +445,25 @@ def preset_dict(name: str, *, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     return _merge(preset_dict(base, _seen=_seen + (name,)), data) if base else data
 
 
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """``"train.steps=100"`` -> (["train", "steps"], 100); values are TOML, else plain strings."""
+def parse_override(item: str) -> tuple[list[str], Override]:
+    """``"train.steps=100"`` -> (["train", "steps"], Override("100", 100)): the value's text and what it
+    reads as in TOML; the setting's type decides between them when the config is built (:func:`coerce`)."""
     key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
+    keys = [k.strip() for k in key.split(".")]
+    if not sep or not all(keys):
         raise GankitError(f"--set expects key=value (e.g. train.steps=100), got {item!r}")
     try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return [k.strip() for k in key.split(".")], value
+        return keys, Override(raw, tomllib.loads(f"v = {raw}")["v"])
+    except tomllib.TOMLDecodeError as exc:
+        return keys, Override(raw, error=str(exc).split(" (at line")[0])
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``--set`` overrides onto a raw config dict (validation happens when it is built)."""
     for item in overrides:
         keys, value = parse_override(item)
+        if len(keys) == 4 and keys[0] == "model" and keys[2] == "params":  # model.g.params.width: model.g.width
+            keys = [keys[0], keys[1], keys[3]]
         node = data
         for k in keys[:-1]:
             node = node.setdefault(k, {})
@@ -398,6 +479,8 @@ def build(preset: str | None = None, *, overrides: list[str] = (), file: str | P
         raise GankitError("give a preset or a config file, not both")
     if preset is not None and not preset.strip():
         raise GankitError("--preset is empty; `gankit presets` lists the names")
+    if file is not None and not str(file).strip():
+        raise GankitError("--config is empty; give the path of a TOML config file")
     if file:
         data = read_toml(file)
     elif preset:
@@ -405,8 +488,16 @@ def build(preset: str | None = None, *, overrides: list[str] = (), file: str | P
         data.setdefault("name", preset)
     else:
         data = {}
-    data = apply_overrides(data, list(overrides))
-    return validate(from_dict(Config, data, where=""))
+    try:
+        return validate(from_dict(Config, apply_overrides(copy.deepcopy(data), list(overrides)), where=""))
+    except GankitError as exc:
+        if not file or str(exc).startswith(str(file)):
+            raise
+        try:  # a setting of the file itself: say which file (a --set's own error names the --set)
+            validate(from_dict(Config, data, where=""))
+        except GankitError:
+            raise GankitError(f"{file}: {exc}") from None
+        raise
 
 
 # ---- validation ----------------------------------------------------------------------------------------
@@ -450,8 +541,10 @@ def validate(cfg: Config) -> Config:
     _check(m.image_range is None or (len(m.image_range) == 2 and m.image_range[0] < m.image_range[1]),
            f"model.image_range must be [low, high] with low < high, got {m.image_range}")
     _one_of(m.init, ("keras", "dcgan", "tf-truncated", "torch"), "model.init")
-    registry.get("generator", m.g.arch)
-    registry.get("discriminator", m.d.arch)
+    from gankit.nets import check_params
+
+    m.g.params = check_params("generator", m.g.arch, m.g.params)
+    m.d.params = check_params("discriminator", m.d.arch, m.d.params)
     registry.get("loss", cfg.loss.name)
     _one_of(cfg.loss.d_update, ("joint", "concat", "separate"), "loss.d_update")
     _check(cfg.loss.label_noise >= 0, f"loss.label_noise must be >= 0, got {cfg.loss.label_noise}")
@@ -478,6 +571,13 @@ def validate(cfg: Config) -> Config:
     _check(m.ema == 0 or 0 < m.ema < 1, f"model.ema must be 0 (off) or a decay in (0, 1), got {m.ema}")
     _check(m.ema_start >= 0, f"model.ema_start must be >= 0, got {m.ema_start}")
     _check(m.ema_rampup >= 0, f"model.ema_rampup must be >= 0, got {m.ema_rampup}")
+    _check(m.ema > 0 or (m.ema_start, m.ema_rampup) == (0, 0),
+           "model.ema_start and model.ema_rampup shape G's weight average, and model.ema = 0 keeps none; set "
+           "model.ema (e.g. 0.999)")
+    _check(cfg.loss.r1_every == 1 or cfg.loss.r1_gamma > 0,
+           f"loss.r1_every = {cfg.loss.r1_every} spaces out the R1 penalty, and loss.r1_gamma = 0 has none")
+    _check(cfg.loss.topk_gamma == LossConfig().topk_gamma or cfg.loss.topk < 1,
+           "loss.topk_gamma shrinks top-k training's fraction, and loss.topk = 1 keeps it off")
     _check(m.pack >= 1, f"model.pack must be >= 1, got {m.pack}")
     _check(m.clusters >= 0, f"model.clusters must be >= 0 (0 = off), got {m.clusters}")
     if m.clusters:
@@ -505,12 +605,23 @@ def validate(cfg: Config) -> Config:
         _one_of(o.name, ("adam", "sgd", "rmsprop"), f"{key}.name")
         _check(o.lr > 0, f"{key}.lr must be positive, got {o.lr}")
         _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), f"{key}.betas must be two numbers in [0, 1)")
-        _check(o.momentum >= 0 and o.eps > 0 and o.weight_decay >= 0 and o.decay >= 0,
-               f"{key}: momentum, weight_decay and decay must be >= 0 and eps > 0")
+        _check(o.eps > 0 and o.weight_decay >= 0 and o.decay >= 0,
+               f"{key}: weight_decay and decay must be >= 0 and eps > 0")
+        # momentum >= 1 adds up every gradient without forgetting (the steps grow without bound)
+        _check(0 <= o.momentum < 1, f"{key}.momentum must be in [0, 1), got {o.momentum}")
+        _check(0 <= o.alpha < 1, f"{key}.alpha (rmsprop's rho) must be in [0, 1), got {o.alpha}")
+        default = OptimConfig()
+        unused = {"adam": ("momentum", "alpha"), "sgd": ("betas", "alpha", "eps"), "rmsprop": ("betas",)}[o.name]
+        for name in unused:  # a setting the optimizer has not: the user believes it does something
+            _check(getattr(o, name) == getattr(default, name),
+                   f"{key}.{name} = {getattr(o, name)} does nothing for {key}.name = {o.name!r}; leave it out, or "
+                   f"choose an optimizer that has it")
         _check(o.clip_value is None or o.clip_value > 0, f"{key}.clip_value must be positive")
         _check(not o.linear_decay or (len(o.linear_decay) == 2 and 0 <= o.linear_decay[0] < o.linear_decay[1]),
                f"{key}.linear_decay must be [start, end] steps with 0 <= start < end, got {o.linear_decay}")
         _check(0 <= o.lr_final <= 1, f"{key}.lr_final must be a fraction of lr in [0, 1], got {o.lr_final}")
+        _check(o.lr_final == 0 or o.linear_decay,
+               f"{key}.lr_final is where optim.{side}.linear_decay ends, and linear_decay is off")
     registry.get("schedule", cfg.schedule.name)
     s = cfg.schedule
     _check(s.d_steps >= 1 and s.g_steps >= 1, "schedule.d_steps and g_steps must be >= 1")

@@ -31,6 +31,30 @@ def test_dry_run_prints_config_and_layer_tables():
     assert "discriminator (mlp): 533,505 params" in r.output
 
 
+@pytest.mark.parametrize("preset, sets, message", [
+    # what training refuses once it has the data and the nets, --dry-run refuses too (it used to pass them)
+    ("mnist-best", ["loss.gp_weight=10", "model.d.bn=true"], "batch norm in D mixes the images"),
+    ("seed002-mlp-mnist", ["data.batch_size=1"], "G has batch norm, which needs at least 2 images a batch"),
+    ("mnist-cond-best", ["data.dataset=mnist:3"], "the training images (mnist:3) hold one class (3)"),
+])
+def test_dry_run_refuses_what_training_would(preset, sets, message):
+    r = run("train", "--preset", preset, "--dry-run", *[a for s in sets for a in ("--set", s)])
+    assert r.exit_code == 2 and message in r.output, r.output
+
+
+def test_empty_paths_and_a_config_inside_its_own_run_are_refused(tmp_path):
+    for args in (["--out", ""], ["--resume", " "], ["--config", ""]):
+        r = run("train", "--preset" if args[0] != "--config" else "--steps", "seed002-mlp-mnist"
+                if args[0] != "--config" else "3", *args)
+        assert r.exit_code == 2 and f"{args[0]} is empty" in r.output, r.output
+    exp = tmp_path / "exp1"
+    exp.mkdir()
+    (exp / "config.toml").write_text(C.dumps(C.build("seed002-mlp-mnist")))
+    r = run("train", "--config", exp / "config.toml", "--out", exp, "--force")
+    assert r.exit_code == 2 and "is the file a run in --out" in r.output, r.output
+    assert sorted(p.name for p in exp.iterdir()) == ["config.toml"]
+
+
 @pytest.mark.parametrize("preset", C.preset_names())
 def test_every_preset_dry_runs(preset):
     r = run("train", "--preset", preset, "--dry-run")
@@ -147,7 +171,7 @@ def test_conditional_sampling(tmp_path):
         (["train", "--preset", "seed002-mlp-mnist", "--set", "optim.g.lr=nan", "--dry-run"], "must be a finite number"),
         (["train", "--preset", "seed002-mlp-mnist", "--set", "train.seed=99999999999999999999"], "out of range"),
         (["train", "--preset", "seed002-mlp-mnist", "--set", "model.g.hidden=[0]", "--dry-run"], "positive integer"),
-        (["train", "--preset", "seed002-mlp-mnist", "--set", "model.d.hidden=5", "--dry-run"], "give a list of layer"),
+        (["train", "--preset", "seed002-mlp-mnist", "--set", "model.d.hidden=5", "--dry-run"], "model.d.hidden: expected a list in brackets, e.g. [5], got 5"),
         (["train", "--preset", "seed002-mlp-mnist", "--set", "data.stacked_seed=-1"], "stacked_seed must be >= 0"),
         (["eval", "/nonexistent/run", "--metrics", ","], "names no metric"),
         (["train", "--preset", "seed002-mlp-mnist", "--set", "data.dataset='mnist-demo:11'", "--dry-run"],

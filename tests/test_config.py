@@ -23,11 +23,9 @@ def test_unknown_key_did_you_mean():
 
 
 def test_unknown_net_param_did_you_mean():
-    cfg = C.build("seed002-mlp-mnist", overrides=["model.g.hiden=[8]"])
-    from gankit.nets import build_nets
-
+    # refused when the config is built, before any data is loaded or any run folder is made
     with pytest.raises(GankitError, match="did you mean 'hidden'"):
-        build_nets(cfg.model, image_shape=(1, 28, 28), num_classes=10)
+        C.build("seed002-mlp-mnist", overrides=["model.g.hiden=[8]"])
 
 
 @pytest.mark.parametrize(
@@ -90,11 +88,120 @@ def test_image_range_overrides_the_output_range():
 
 
 def test_override_parsing():
-    assert C.parse_override("a.b=3") == (["a", "b"], 3)
-    assert C.parse_override("data.dataset=cifar10:ship") == (["data", "dataset"], "cifar10:ship")
-    assert C.parse_override("x=[1, 2]") == (["x"], [1, 2])
+    assert C.parse_override("a.b=3") == (["a", "b"], C.Override("3", 3))
+    keys, value = C.parse_override("data.dataset=cifar10:ship")  # not TOML: its text
+    assert keys == ["data", "dataset"] and value.guess() == "cifar10:ship" and value.error
+    assert C.parse_override("x=[1, 2]")[1].value == [1, 2]
     with pytest.raises(GankitError, match="key=value"):
         C.parse_override("novalue")
+    with pytest.raises(GankitError, match="key=value"):
+        C.parse_override("train..steps=3")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        # values that are not TOML are refused with TOML's reason, not taken as text that fails as "expected float"
+        ("optim.g.lr=.001", r"optim.g.lr = '.001' is not a valid value .*a digit before the point"),
+        ("model.image_range=[0, 1", r"model.image_range = '\[0, 1' is not a valid value"),
+        ("train.steps=05", "train.steps = '05' is not a valid value"),
+        # a text setting takes the text, whatever TOML would read it as
+    ],
+)
+def test_override_values_that_are_not_toml(override, message):
+    with pytest.raises(GankitError, match=message):
+        C.build("seed002-mlp-mnist", overrides=[override])
+
+
+def test_text_settings_take_the_text_typed():
+    cfg = C.build("seed002-mlp-mnist", overrides=["name=2024-01-01", "description=05", "data.dataset=mnist",
+                                                   "train.tensorboard=auto"])
+    assert (cfg.name, cfg.description, cfg.data.dataset, cfg.train.tensorboard) == ("2024-01-01", "05", "mnist", "auto")
+    cfg = C.build("seed002-mlp-mnist", overrides=["name=\"quoted\"", "train.tensorboard=false"])
+    assert cfg.train.tensorboard is False
+    assert C.build("seed002-mlp-mnist", overrides=["name=\"quoted\""]).name == "quoted"
+
+
+def test_net_settings_are_type_checked():
+    # a string is never a bool ("False" is truthy in Python), a float never a channel count
+    for override, message in [("model.g.batch_norm=False", r"model.g.batch_norm: expected bool, got 'False'"),
+                              ("model.g.batch_norm=no", r"model.g.batch_norm: expected bool, got 'no'"),
+                              ("model.d.leak=abc", r"model.d.leak: expected float, got 'abc'"),
+                              ("model.g.hidden=[256.5]", r"model.g.hidden\[0\]: expected int"),
+                              ("model.g.hidden=256", r"model.g.hidden: expected a list")]:
+        with pytest.raises(GankitError, match=message):
+            C.build("seed002-mlp-mnist", overrides=[override])
+    with pytest.raises(GankitError, match=r"model.g.width: expected int, got 32.0"):
+        C.build("mnist-best", overrides=["model.g.width=32.0"])
+    with pytest.raises(GankitError, match=r"model.d.sn: expected bool, got 'false'"):
+        C.build("mnist-best", overrides=["model.d.sn='false'"])
+    assert C.build("mnist-best", overrides=["model.d.leak=0"]).model.d.params["leak"] == 0.0  # an int is a float
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.g.bn_eps=-1", "bn_eps must be positive"),
+        ("model.g.bn_momentum=5", r"bn_momentum must be in \[0, 1\]"),
+        ("model.d.dropout=1", r"dropout must be in \[0, 1\)"),
+        ("model.d.leak=-0.2", r"leak must be in \[0, 1\]"),
+    ],
+)
+def test_net_setting_ranges(override, message):
+    cfg = C.build("seed002-mlp-mnist", overrides=[override])  # the net's own checks: when it is built
+    from gankit.nets import build_nets
+
+    with pytest.raises(GankitError, match=message):
+        build_nets(cfg.model, image_shape=(1, 28, 28), num_classes=10)
+
+
+def test_params_table_and_inline_settings():
+    # --set model.g.params.width=64 is model.g.width (it used to be dropped under the preset's inline width)
+    assert C.build("mnist-best", overrides=["model.g.params.width=48"]).model.g.params["width"] == 48
+    text = '[model.g]\narch = "dcgan"\nwidth = 32\n[model.g.params]\nwidth = 64\n'
+    with pytest.raises(GankitError, match=r"model.g.width is given twice, as model.g.width = 32 and as "
+                                          r"model.g.params.width = 64"):
+        C.from_dict(C.Config, C.parse_toml(text, source="x"), where="")
+
+
+def test_setting_in_the_wrong_section():
+    with pytest.raises(GankitError, match=r"unknown setting 'train.batch_size' \(did you mean data.batch_size\?\)"):
+        C.build("seed002-mlp-mnist", overrides=["train.batch_size=32"])
+    with pytest.raises(GankitError, match=r"unknown setting 'steps' \(did you mean train.steps\?\); known at the "
+                                          "top level: name"):
+        C.build("seed002-mlp-mnist", overrides=["steps=32"])
+    with pytest.raises(GankitError, match=r"'loss.ema_decay' \(did you mean model.ema_rampup\?\)|'loss.ema_decay'"):
+        C.build("seed002-mlp-mnist", overrides=["loss.ema_decay=0.9"])
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    path = tmp_path / "exp.toml"
+    path.write_text("[train]\nstepz = 3\n")
+    with pytest.raises(GankitError, match=rf"^{tmp_path}/exp.toml: unknown setting 'train.stepz' \(did you mean"):
+        C.build(file=path)
+    with pytest.raises(GankitError, match="--config is empty"):
+        C.build(file="")
+    path.write_text("[train]\nsteps = 3\n")
+    with pytest.raises(GankitError, match=r"^train.steps = .many. is not a valid"):  # the --set's error, not the file's
+        C.build(file=path, overrides=["train.steps=many"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.d.alpha=1.5", r"optim.d.alpha \(rmsprop's rho\) must be in \[0, 1\)"),
+        ("optim.g.momentum=5", r"optim.g.momentum must be in \[0, 1\)"),
+        ("optim.g.betas=[0.9, 0.99]", "optim.g.betas = \\[0.9, 0.99\\] does nothing for optim.g.name = 'sgd'"),
+        ("optim.d.lr_final=0.1", "optim.d.lr_final is where optim.d.linear_decay ends, and linear_decay is off"),
+        ("loss.r1_every=4", "loss.r1_every = 4 spaces out the R1 penalty, and loss.r1_gamma = 0 has none"),
+        ("model.ema_start=100", "model.ema_start and model.ema_rampup shape G's weight average"),
+        ("loss.topk_gamma=0.9", "loss.topk_gamma shrinks"),
+    ],
+)
+def test_settings_that_would_do_nothing_or_diverge(override, message):
+    with pytest.raises(GankitError, match=message):
+        C.build("seed002-mlp-mnist", overrides=[override])
+    assert C.build("seed002-mlp-mnist", overrides=["optim.g.momentum=0.9"]).optim.g.momentum == 0.9
 
 
 def test_unknown_preset_and_bad_toml(tmp_path):

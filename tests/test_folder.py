@@ -302,7 +302,7 @@ def test_a_conditional_model_on_a_folder_of_one_class_is_refused(tmp_path):
     from gankit.train.loop import train
 
     pics = _digits(tmp_path / "pics")
-    with pytest.raises(GankitError, match=r"conditional model .* has one class \(all\) \(put its images in one "
+    with pytest.raises(GankitError, match=r"conditional model .* hold one class \(all\) \(put its images in one "
                                           r"subfolder per class\)"):
         train(_folder_cfg("seed003-cgan-mnist", f"folder:{pics}"), tmp_path / "run", progress=False)
 

@@ -267,6 +267,25 @@ def test_tensorflow_same_padding_is_the_adjoint_pair(size, k, s):
     (["flatten", "wobble 3"], "unknown op 'wobble'"),
     (["reshape 3 3 3"], "cannot reshape"),
     (["dense x"], "not a number"),
+    # options an op does not take are refused, not ignored (stride= is s=, a misspelt momentum)
+    (["conv 8 3 stride=2"], r"unknown option 'stride'; conv takes s=, pad="),
+    (["bn momentm=0.9"], r"unknown option 'momentm' \(did you mean 'momentum'\?\)"),
+    (["relu x=1"], "relu takes no options"),
+    (["flatten", "dense 10 20"], "dense takes at most 1 number, got 2"),
+    # counts are whole numbers >= 1: no rounded-down fraction of a channel, no ZeroDivisionError
+    (["conv 8.9 3"], r"its channels \(argument 1\) must be a whole number >= 1, got 8.9"),
+    (["conv 8 0"], r"its kernel size \(argument 2\) must be a whole number >= 1, got 0"),
+    (["conv 8 3 s=0"], "s= must be a whole number >= 1, got 0"),
+    (["conv 8 3 pad=half"], "pad=half is not same, valid or a whole number"),
+    (["maxpool 0"], "window .* must be a whole number >= 1, got 0"),
+    (["up 0"], "factor .* must be a whole number >= 1, got 0"),
+    (["flatten", "dense 0"], "width .* must be a whole number >= 1, got 0"),
+    (["bn eps=0"], r"eps= must be in \(0, inf\]"),
+    (["bn momentum=5"], r"momentum= \(Keras'\) must be in \[0, 1\]"),
+    (["dropout 1"], r"the rate must be in \[0, 1\)"),
+    (["lrelu nan"], "not a finite number"),
+    (["flatten", 3], "each layer is a string"),
+    ("flatten", "give a list of layer strings"),
 ])
 def test_layer_spec_errors(specs, message):
     with pytest.raises(GankitError, match=message):

@@ -437,6 +437,35 @@ def test_resume_with_settings_that_do_not_fit_is_refused_and_changes_nothing(tmp
     assert run.config().optim.g.lr == 0.005  # a change that loads is recorded
 
 
+def test_a_resume_that_fails_before_its_first_checkpoint_leaves_the_runs_config(tmp_path):
+    """The changed config is written with the first checkpoint it makes: settings that stop the run in its
+    first steps (here a loss limit every step breaks) do not become the run's, so a plain resume works."""
+    run = RunDir(tmp_path / "run")
+    train(_cfg(), run.path, progress=False)
+    before = run.config_path.read_bytes()
+    with pytest.raises(GankitError, match="loss_explosion_above"):
+        train(_cfg(extra=["train.loss_explosion_above=1e-6", "train.divergence_retries=0"], steps=9), run.path,
+              resume=True, progress=False)
+    assert run.config_path.read_bytes() == before
+    assert train(_cfg(steps=9), run.path, resume=True, progress=False).step == 9
+
+
+@pytest.mark.parametrize("batch", ["data.batch_size=1", "train.g_batch_size=1"])
+def test_batch_norm_with_a_batch_of_one_is_refused_before_the_run_is_touched(batch, tmp_path):
+    """Seed 002's G has batch norm, which cannot train on one image: refused up front, for a resume (the
+    run's config.toml unchanged) and for a --force restart (the old run not deleted)."""
+    run = RunDir(tmp_path / "run")
+    train(_cfg(), run.path, progress=False)
+    files = sorted(p.relative_to(run.path) for p in run.path.rglob("*"))
+    before = run.config_path.read_bytes()
+    with pytest.raises(GankitError, match="G has batch norm, which needs at least 2 images a batch"):
+        train(_cfg(extra=[batch], steps=9), run.path, resume=True, progress=False)
+    with pytest.raises(GankitError, match="G has batch norm"):
+        train(_cfg(extra=[batch]), run.path, force=True, progress=False)
+    assert run.config_path.read_bytes() == before
+    assert sorted(p.relative_to(run.path) for p in run.path.rglob("*")) == files
+
+
 @pytest.mark.parametrize("change, what", [
     ("schedule.name='thresholds'", "the schedule"),  # it ended in KeyError: 'phase'
     ("train.seed=5", "random streams"),  # recorded, but only the grid's noise changed, mid-run

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import typing
 from typing import Any
 
 import torch
@@ -26,14 +27,31 @@ __all__ = ["build_nets", "init_weights", "layer_table"]
 _FIXED = {"latent_dim", "image_shape", "num_classes", "output"}
 
 
-def _build(kind: str, arch: str, params: dict[str, Any], fixed: dict[str, Any]) -> nn.Module:
+def check_params(kind: str, arch: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` (``model.g.*`` or ``model.d.*``) checked against the net's constructor: every key one
+    it takes, every value of the type its annotation gives (a bool a bool, not the string "false", an
+    int an int); GankitError otherwise. Returns them as the constructor takes them."""
+    from gankit.config import coerce
+
     cls = registry.get(kind, arch)
-    sig = inspect.signature(cls)
-    allowed = [p for p in sig.parameters if p not in _FIXED]
-    for key in params:
+    allowed = [p for p in inspect.signature(cls).parameters if p not in _FIXED]
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # a user's net whose annotations do not resolve here: its constructor checks its values
+        hints = {}
+    out = {}
+    for key, value in params.items():
         if key not in allowed:
             raise GankitError(f"unknown setting model.{kind[0]}.{key} for {kind} {arch!r}"
                               f"{did_you_mean(key, allowed)}; it takes: {', '.join(allowed)}")
+        out[key] = coerce(value, hints.get(key, Any), f"model.{kind[0]}.{key}")
+    return out
+
+
+def _build(kind: str, arch: str, params: dict[str, Any], fixed: dict[str, Any]) -> nn.Module:
+    cls = registry.get(kind, arch)
+    sig = inspect.signature(cls)
+    params = check_params(kind, arch, params)
     kwargs = {k: v for k, v in fixed.items() if k in sig.parameters}
     try:
         return cls(**kwargs, **params)

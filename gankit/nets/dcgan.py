@@ -21,7 +21,7 @@ from torch import nn
 from gankit.nets.conditional import LatentLinear, Norm2d, ProjectionHead, apply_spectral_norm
 from gankit.nets.convgrad import Conv2d, ConvTranspose2d
 from gankit.nets.layers import Flatten, Reshape, ToImage
-from gankit.nets.mlp import output_activation
+from gankit.nets.mlp import check_range, output_activation
 from gankit.registry import register
 
 
@@ -87,6 +87,7 @@ class DCGANDiscriminator(nn.Module):
         start, n = stages(res)
         if width < 1 or depth < 0:
             raise ValueError(f"width must be >= 1 and depth >= 0, got width={width}, depth={depth}")
+        check_range("leak", leak, 0, 1)
         layers: list[nn.Module] = []
         c_in = channels
         for i in range(n):

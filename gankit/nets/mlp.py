@@ -19,6 +19,12 @@ def check_hidden(hidden: list[int] | tuple[int, ...], net: str) -> None:
         raise ValueError(f"model.{net}.hidden: every layer width must be a positive integer, got {list(hidden)}")
 
 
+def check_range(name: str, value: float, low: float, high: float, *, open_high: bool = False) -> None:
+    """A clear error for a net setting outside [low, high] (or [low, high) with ``open_high``)."""
+    if not (low <= value < high if open_high else low <= value <= high):
+        raise ValueError(f"{name} must be in [{low}, {high}{')' if open_high else ']'}, got {value}")
+
+
 def output_activation(output: str) -> nn.Module:
     """The last activation of a generator: tanh for [-1, 1] images, sigmoid for [0, 1]."""
     return nn.Tanh() if output == "tanh" else nn.Sigmoid()
@@ -38,6 +44,10 @@ class MLPGenerator(nn.Module):
         self.image_shape = tuple(image_shape)
         self.num_classes = num_classes
         check_hidden(hidden, "g")
+        check_range("leak", leak, 0, 1)
+        check_range("bn_momentum", bn_momentum, 0, 1)  # Keras': the old average's weight
+        if bn_eps <= 0:
+            raise ValueError(f"bn_eps must be positive, got {bn_eps}")
         layers: list[nn.Module] = []
         width = latent_dim + num_classes  # a one-hot label joins the noise when conditional
         for h in hidden:
@@ -63,6 +73,8 @@ class MLPDiscriminator(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         check_hidden(hidden, "d")
+        check_range("leak", leak, 0, 1)
+        check_range("dropout", dropout, 0, 1, open_high=True)
         layers: list[nn.Module] = []
         width = math.prod(image_shape) + num_classes
         for h in hidden:

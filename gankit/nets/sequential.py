@@ -21,7 +21,7 @@ import math
 import torch
 from torch import nn
 
-from gankit.errors import GankitError
+from gankit.errors import GankitError, did_you_mean
 from gankit.nets.layers import (
     Conv2dSame,
     ConvTranspose2dSame,
@@ -36,26 +36,50 @@ from gankit.registry import register
 Shape = tuple[int, ...]
 
 
+# What each op takes: (most positional numbers, its key=value options)
+_OPS: dict[str, tuple[int, tuple[str, ...]]] = {
+    "dense": (1, ()), "conv": (2, ("s", "pad")), "convT": (2, ("s", "pad")), "bn": (0, ("momentum", "eps")),
+    "lrelu": (1, ()), "relu": (0, ()), "tanh": (0, ()), "sigmoid": (0, ()), "sigmoid-stretch": (2, ()),
+    "dropout": (1, ()), "up": (1, ()), "maxpool": (1, ()), "reshape": (3, ()), "flatten": (0, ()), "label": (0, ()),
+}
+
+
 class _Spec:
-    """One parsed layer string: ``op``, positional numbers, ``key=value`` options."""
+    """One parsed layer string: ``op``, positional numbers, ``key=value`` options, each checked against
+    what the op takes (a misspelt option would otherwise be ignored, a fraction of a channel rounded)."""
 
     def __init__(self, spec: str, shape: Shape) -> None:
+        if not isinstance(spec, str):
+            raise GankitError(f"layer {spec!r}: each layer is a string such as \"conv 64 5 s=2 pad=same\"")
         parts = spec.split()
         if not parts:
             raise GankitError("empty layer spec")
         self.op = parts[0]
         self.where = f"layer {spec!r} (input shape {list(shape)})"
+        if self.op not in _OPS:
+            raise GankitError(f"layer {spec!r}: unknown op {self.op!r}{did_you_mean(self.op, _OPS)}; known: "
+                              f"{' '.join(_OPS)}")
+        most, options = _OPS[self.op]
         self.pos: list[float] = []
         self.opts: dict[str, str] = {}
         for tok in parts[1:]:
             if "=" in tok:
                 k, v = tok.split("=", 1)
+                if k not in options:
+                    takes = f"takes {', '.join(o + '=' for o in options)}" if options else "takes no options"
+                    raise GankitError(f"{self.where}: unknown option {k!r}{did_you_mean(k, options)}; "
+                                      f"{self.op} {takes}")
                 self.opts[k] = v
             else:
                 try:
                     self.pos.append(float(tok))
                 except ValueError:
                     raise GankitError(f"{self.where}: {tok!r} is not a number (options are key=value)") from None
+                if not math.isfinite(self.pos[-1]):
+                    raise GankitError(f"{self.where}: {tok!r} is not a finite number")
+        if self.op != "reshape" and len(self.pos) > most:
+            raise GankitError(f"{self.where}: {self.op} takes at most {most} number{'s' * (most != 1)}, "
+                              f"got {len(self.pos)}")
         self.shape = shape
 
     def need(self, n_dims: int) -> None:
@@ -70,6 +94,38 @@ class _Spec:
             raise GankitError(f"{self.where}: missing argument {i + 1}")
         return default
 
+    def count(self, i: int, default: int | None = None, *, what: str = "size") -> int:
+        """Positional number ``i`` as a whole number >= 1 (channels, a kernel side, a factor)."""
+        return self._count(self.arg(i, default), f"its {what} (argument {i + 1})")
+
+    def opt_count(self, key: str, default: int) -> int:
+        return self._count(self.opt_number(key, default), f"{key}=")
+
+    def opt_number(self, key: str, default: float) -> float:
+        raw = self.opts.get(key)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise GankitError(f"{self.where}: {key}={raw} is not a number") from None
+        if not math.isfinite(value):
+            raise GankitError(f"{self.where}: {key}={raw} is not a finite number")
+        return value
+
+    def in_range(self, value: float, what: str, low: float, high: float, *, open_low: bool = False,
+                 open_high: bool = False) -> float:
+        ok = (low < value if open_low else low <= value) and (value < high if open_high else value <= high)
+        if not ok:
+            span = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+            raise GankitError(f"{self.where}: {what} must be in {span}, got {value:g}")
+        return value
+
+    def _count(self, value: float, what: str) -> int:
+        if value != int(value) or value < 1:
+            raise GankitError(f"{self.where}: {what} must be a whole number >= 1, got {value:g}")
+        return int(value)
+
 
 def _conv_out(size: int, k: int, s: int, pad: str, transposed: bool) -> int:
     if pad == "same":
@@ -80,6 +136,8 @@ def _conv_out(size: int, k: int, s: int, pad: str, transposed: bool) -> int:
 
 def build_layers(specs: list[str], in_shape: Shape, num_classes: int) -> tuple[nn.ModuleList, Shape]:
     """Modules for ``specs`` starting from per-sample ``in_shape``; returns them and the output shape."""
+    if isinstance(specs, str) or not isinstance(specs, list | tuple):
+        raise GankitError(f"layers: give a list of layer strings, e.g. [\"dense 256\", \"relu\"], got {specs!r}")
     layers: list[nn.Module] = []
     shape = tuple(in_shape)
     for text in specs:
@@ -87,12 +145,16 @@ def build_layers(specs: list[str], in_shape: Shape, num_classes: int) -> tuple[n
         op, pos, opts, where, need, arg = spec.op, spec.pos, spec.opts, spec.where, spec.need, spec.arg
         if op == "dense":
             need(1)
-            layers.append(nn.Linear(shape[0], int(arg(0))))
-            shape = (int(arg(0)),)
+            n = spec.count(0, what="width")
+            layers.append(nn.Linear(shape[0], n))
+            shape = (n,)
         elif op in ("conv", "convT"):
             need(3)
-            out, k, s = int(arg(0)), int(arg(1)), int(opts.get("s", 1))
+            out, k = spec.count(0, what="channels"), spec.count(1, what="kernel size")
+            s = spec.opt_count("s", 1)
             pad = opts.get("pad", "valid")
+            if pad not in ("same", "valid") and not (pad.isascii() and pad.isdigit()):
+                raise GankitError(f"{where}: pad={pad} is not same, valid or a whole number of pixels")
             transposed = op == "convT"
             if pad == "same":
                 cls = ConvTranspose2dSame if transposed else Conv2dSame
@@ -106,31 +168,31 @@ def build_layers(specs: list[str], in_shape: Shape, num_classes: int) -> tuple[n
                 raise GankitError(f"{where}: output would be empty")
             shape = (out, h, w)
         elif op == "bn":
-            momentum = float(opts.get("momentum", 0.99))
-            eps = float(opts.get("eps", 1e-3))
+            momentum = spec.in_range(spec.opt_number("momentum", 0.99), "momentum= (Keras')", 0, 1)
+            eps = spec.in_range(spec.opt_number("eps", 1e-3), "eps=", 0, math.inf, open_low=True)
             bn = nn.BatchNorm1d if len(shape) == 1 else nn.BatchNorm2d
             layers.append(bn(shape[0], momentum=1.0 - momentum, eps=eps))
         elif op == "lrelu":
-            layers.append(nn.LeakyReLU(arg(0, 0.3)))
+            layers.append(nn.LeakyReLU(spec.in_range(arg(0, 0.3), "the slope", 0, 1)))
         elif op in ("relu", "tanh", "sigmoid"):
             layers.append({"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}[op]())
         elif op == "sigmoid-stretch":
             layers.append(StretchedSigmoid(arg(0, 1.2), arg(1, -0.1)))
         elif op == "dropout":
-            layers.append(nn.Dropout(arg(0)))
+            layers.append(nn.Dropout(spec.in_range(arg(0), "the rate", 0, 1, open_high=True)))
         elif op == "up":
             need(3)
-            f = int(arg(0, 2))
+            f = spec.count(0, 2, what="factor")
             layers.append(nn.Upsample(scale_factor=f, mode="nearest"))
             shape = (shape[0], shape[1] * f, shape[2] * f)
         elif op == "maxpool":
             need(3)
-            f = int(arg(0, 2))
+            f = spec.count(0, 2, what="window")
             layers.append(nn.MaxPool2d(f, ceil_mode=True))  # TensorFlow's "same" pooling
             shape = (shape[0], math.ceil(shape[1] / f), math.ceil(shape[2] / f))
         elif op == "reshape":
-            new = tuple(int(v) for v in pos)
-            if math.prod(new) != math.prod(shape):
+            new = tuple(spec.count(i, what="size") for i in range(len(pos)))
+            if not new or math.prod(new) != math.prod(shape):
                 raise GankitError(f"{where}: cannot reshape {math.prod(shape)} values to {list(new)}")
             layers.append(Reshape(*new))
             shape = new
@@ -142,9 +204,6 @@ def build_layers(specs: list[str], in_shape: Shape, num_classes: int) -> tuple[n
             if num_classes:
                 layers.append(LabelConcat(num_classes))
                 shape = (shape[0] + num_classes,)
-        else:
-            ops = "dense conv convT bn lrelu relu tanh sigmoid sigmoid-stretch dropout up maxpool reshape flatten label"
-            raise GankitError(f"layer {text!r}: unknown op {op!r}; known: {ops}")
     return nn.ModuleList(layers), shape
 
 

@@ -39,6 +39,39 @@ def make_nets(cfg: Config, info: DatasetInfo) -> tuple[nn.Module, nn.Module]:
     return build_nets(cfg.model, image_shape=shape, num_classes=info.num_classes)
 
 
+def check_setup(cfg: Config, info: DatasetInfo, G: nn.Module, D: nn.Module, *, batch: int, g_batch: int,
+                classes: list[int]) -> None:
+    """The checks of a config that need the data's description and the built nets, run before a run's
+    folder is touched (and by ``train --dry-run``, which would otherwise pass a config training refuses).
+    ``batch`` and ``g_batch`` are one process's real and G batches, ``classes`` the labels the training
+    images hold (a class filter such as ``mnist:3`` keeps the dataset's class list)."""
+    from gankit.train.speed import batch_independent
+
+    if cfg.model.conditional and len(classes) < 2:
+        hint = " (put its images in one subfolder per class)" if info.name.startswith("folder:") else ""
+        held = info.class_names[classes[0]] if classes else "none"
+        raise GankitError(f"{cfg.name} is a conditional model (model.conditional = true), but the training images "
+                          f"({cfg.data.dataset}) hold one class ({held}){hint}; train an unconditional preset on "
+                          "them, or --set model.conditional=false")
+    pack = cfg.model.pack
+    if batch % pack or g_batch % pack:  # a packed D judges whole groups on every rank
+        raise GankitError(f"each process's batches ({batch} real, {g_batch} for G) must be multiples of "
+                          f"model.pack = {pack}; change data.batch_size or the number of processes")
+    if (cfg.loss.gp_weight or cfg.loss.r1_gamma) and not batch_independent(D):
+        raise GankitError("loss.gp_weight and loss.r1_gamma penalise the gradient at each image, and batch norm in "
+                          "D mixes the images of a batch, so the penalty would be taken on the wrong gradients "
+                          "(WGAN-GP, section 4): take batch norm out of D (model.d.bn = false, or the layer list)")
+    # batch norm in training mode divides by the batch's spread: one image (one group of a packed D) has
+    # none, and PyTorch stops at the first step with "Expected more than 1 value per channel"
+    smallest = {"G": min(batch, g_batch), "D": min(batch, g_batch) // pack}
+    for name, net in (("G", G), ("D", D)):
+        if smallest[name] < 2 and not batch_independent(net):
+            what = "image" if name == "G" or pack == 1 else f"group of model.pack = {pack} images"
+            raise GankitError(f"{name} has batch norm, which needs at least 2 images a batch, and one of its "
+                              f"batches is one {what} (data.batch_size = {cfg.data.batch_size}, "
+                              f"train.g_batch_size = {cfg.train.g_batch_size}, per process); use a larger batch")
+
+
 def value_range(model: ModelConfig) -> tuple[float, float]:
     """The range images live in for this model: ``model.image_range`` if set, else [-1, 1] for tanh
     and [0, 1] for sigmoid outputs."""

@@ -43,6 +43,7 @@ from gankit.run import (
     truncate_stats,
 )
 from gankit.train.build import (
+    check_setup,
     cluster_labels,
     fit_clusters,
     load_training_data,
@@ -231,22 +232,15 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     vrange = value_range(cfg.model)
     sampler = BatchSampler(len(data), cfg.data.batch_size, mode=cfg.data.sampler, seed=t.seed)
     conditional, ncls = cfg.model.conditional, info.num_classes
-    if conditional and ncls < 2:
-        hint = " (put its images in one subfolder per class)" if info.name.startswith("folder:") else ""
-        raise GankitError(f"{cfg.name} is a conditional model (model.conditional = true), but {info.name} has one "
-                          f"class ({info.class_names[0]}){hint}; train an unconditional preset on it, or "
-                          "--set model.conditional=false")
     clusters = cfg.model.clusters  # self-conditioning: D and G get cluster labels, users see an unconditional G
     labelled = conditional or clusters > 0
     g_batch = t.g_batch_size or cfg.data.batch_size
     local = dist.local_batch(cfg.data.batch_size, "data.batch_size")  # ddp: global batches split evenly over ranks
     g_batch = dist.local_batch(g_batch, "train.g_batch_size")
-    if local % cfg.model.pack or g_batch % cfg.model.pack:  # a packed D judges whole groups on every rank
-        raise GankitError(f"each process's batches ({local} real, {g_batch} for G) must be multiples of "
-                          f"model.pack = {cfg.model.pack}; change data.batch_size or the number of processes")
 
     # ---- build nets, optimizers, objective, schedule --------------------------------------------------
     G, D = make_nets(cfg, info)
+    check_setup(cfg, info, G, D, batch=local, g_batch=g_batch, classes=labels.unique().tolist())
     # a new run's directory is made (with --force: the old run deleted) only once the whole config has
     # been set up, below: a bad setting leaves an --out folder untouched. A resumed run is opened now
     # (its lock, its leftovers of killed writes); its config.toml is rewritten only after the restore.
@@ -261,10 +255,6 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         # wrap below copies rank 0's buffers too, but the labels must not depend on that default
         D.centres.copy_(dist.from_main(D.centres.cpu()))
         G.cdf.copy_(dist.from_main(G.cdf.cpu()))
-    if (cfg.loss.gp_weight or cfg.loss.r1_gamma) and not batch_independent(D):
-        raise GankitError("loss.gp_weight and loss.r1_gamma penalise the gradient at each image, and batch norm in "
-                          "D mixes the images of a batch, so the penalty would be taken on the wrong gradients "
-                          "(WGAN-GP, section 4): take batch norm out of D (model.d.bn = false, or the layer list)")
     fast.prepare(G)
     fast.prepare(D, d=True)
     G_ddp = dist.wrap(G, device, sync_batchnorm=t.sync_batchnorm)  # ddp: for the updates; G and D stay the bare nets
@@ -399,6 +389,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
             truncate_stats(run, step)
         return state
 
+    unsaved_config = False  # a --resume's changed config, not yet in the run's config.toml
     if resume:
         ckpt = latest_good_checkpoint(run)
         if ckpt is None and list_checkpoints(run):
@@ -421,8 +412,10 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         if step >= t.steps:  # nothing to train: the run's config stays as it was
             if dist.is_main():
                 print(f"{run.path}: already at step {step} of {t.steps}; raise train.steps (--steps) to go on")
-        elif dist.is_main() and run.config() != cfg:  # the run's config records what it runs with, once it loads
-            atomic_write_bytes(run.config_path, dumps(cfg).encode())
+        elif dist.is_main() and run.config() != cfg:  # the run's config records what it runs with ...
+            # ... once it has: written with this invocation's first checkpoint, so a changed setting that
+            # fails in the first steps (or is interrupted before a checkpoint) leaves it as it was
+            unsaved_config = True
     if clusters:  # every image's cluster, by D's fitted (or restored) centres
         labels = cluster_labels(D, images, value_range=vrange)
         val_real_y = labels[val_idx.to(device)]
@@ -556,6 +549,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     probe = dist.synced_probe(probe)  # ddp: measurements averaged over ranks, so schedules agree
 
     def checkpoint(name: str | None = None) -> None:
+        nonlocal unsaved_config
         recovery.saved(step)
         if not dist.is_main():
             return
@@ -572,6 +566,9 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
                  "log_sums": {k: float(v) for k, v in sums.items()}, "log_counts": dict(counts),
                  "data_info": {"name": info.name, "resolution": info.resolution, "channels": info.channels,
                                "class_names": list(info.class_names)}}
+        if unsaved_config:  # before the checkpoint: the config the checkpoint was trained with
+            atomic_write_bytes(run.config_path, dumps(cfg).encode())
+            unsaved_config = False
         save_checkpoint(run, step=step, weights=weights, state=state, keep=t.keep_checkpoints, name=name)
 
     def snapshot() -> None:
