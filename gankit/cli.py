@@ -228,7 +228,7 @@ def sample(run_dir: str, n: int | None, out: str, seed: int, classes: tuple[str,
     labels, nrow = None, None
     if (classes or per_class) and not lg.cfg.model.conditional:
         raise GankitError("this run's generator is not conditional: --class and --per-class do not apply")
-    idx = class_indices(list(classes), lg.info) if classes else list(range(lg.info.num_classes))
+    idx = class_indices(list(classes), lg.info) if classes else list(lg.classes)
     if per_class is not None:
         if per_class <= 0:
             raise GankitError(f"--per-class must be positive, got {per_class}")

@@ -249,7 +249,8 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] = DEFAULT_METR
         result["note"] = "; ".join(notes)
     if set(metrics) - {"modes"}:
         # one sample set serves the Inception FID and the evaluator's metrics (sampling can dominate)
-        labels = torch.arange(n) % lg.info.num_classes if lg.cfg.model.conditional else None
+        pool = torch.as_tensor(lg.classes)  # the classes it was trained on, in turn
+        labels = pool[torch.arange(n) % len(pool)] if lg.cfg.model.conditional else None
         fake, requested, _ = generate(lg, n, seed=seed, labels=labels, rows=dist.chunk(n))
         fake = dist.gather_rows(fake)  # under torchrun each rank made its share of the same samples
     if "fid" in metrics:
@@ -343,9 +344,10 @@ def evaluate_real(dataset: str, *, metrics: tuple[str, ...] = DEFAULT_METRICS, n
     return result
 
 
-def generator_dfid(cfg: Any, info: Any, *, n: int, root: str | None, device: torch.device) -> Any:
+def generator_dfid(cfg: Any, classes: list[int], *, n: int, root: str | None, device: torch.device) -> Any:
     """A function G -> ("dfid{n}-test", value) for use during training: the evaluator and the real
-    reference are loaded once, and the same fixed noise is used at every call (less noise in the curve)."""
+    reference are loaded once, and the same fixed noise is used at every call (less noise in the curve).
+    A conditional G is asked for ``classes`` (those its training images hold), drawn at random."""
     from gankit.data import to_uint8
     from gankit.train.build import sample_labels, sample_noise, value_range
 
@@ -353,7 +355,9 @@ def generator_dfid(cfg: Any, info: Any, *, n: int, root: str | None, device: tor
     ref = real_reference(ev, cfg.data.dataset, split="test", n=n, root=root)
     gen = torch.Generator().manual_seed(cfg.train.seed + 3_000_017)
     z = sample_noise(n, cfg.model, device=torch.device("cpu"), generator=gen)
-    y = sample_labels(n, info.num_classes, device=torch.device("cpu"), generator=gen) if cfg.model.conditional else None
+    y = None
+    if cfg.model.conditional:
+        y = torch.as_tensor(classes)[sample_labels(n, len(classes), device=torch.device("cpu"), generator=gen)]
     key = f"dfid{_tag(n)}-test"
 
     def measure(G: torch.nn.Module) -> tuple[str, float]:

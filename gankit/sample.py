@@ -31,6 +31,11 @@ class LoadedGenerator:
     device: torch.device
     D: nn.Module | None = None  # the same checkpoint's discriminator, when asked for
     weights: str = "G"  # which generator weights: "G" or "G_ema"
+    # the classes it was trained on: all of info's, or those a class filter (mnist:3,5) kept
+    classes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.classes = tuple(self.classes) or tuple(range(self.info.num_classes))
 
 
 def load_generator(run_dir: str | Path, *, device: str = "cpu", checkpoint: str | None = None,
@@ -72,7 +77,7 @@ def load_generator(run_dir: str | Path, *, device: str = "cpu", checkpoint: str 
                           "with other net settings)") from None
     dev = resolve_device(device)
     lg = LoadedGenerator(G=G.to(dev).eval(), cfg=cfg, info=info, step=state["step"], device=dev,
-                         weights=prefix[:-1])
+                         weights=prefix[:-1], classes=tuple(di.get("classes", ())))  # (older runs: all)
     if with_discriminator:
         lg.D = D.to(dev).eval()
     return lg
@@ -127,7 +132,8 @@ def generate(lg: LoadedGenerator, n: int, *, seed: int = 0, labels: torch.Tensor
     if cfg.model.conditional and labels is None:
         # their own stream, so that the first k of n samples are the k samples of the same seed (drawn after
         # the noise, the labels of --n 16 and --n 32 differed)
-        labels = torch.randint(0, lg.info.num_classes, (n,), generator=torch.Generator().manual_seed(seed + 1))
+        pick = torch.randint(0, len(lg.classes), (n,), generator=torch.Generator().manual_seed(seed + 1))
+        labels = torch.as_tensor(lg.classes)[pick]  # of the classes it was trained on
     elif not cfg.model.conditional and labels is not None:
         raise GankitError("this run's generator is not conditional: --class does not apply")
     out = []

@@ -171,7 +171,7 @@ def test_conditional_sampling(tmp_path):
         (["train", "--preset", "seed002-mlp-mnist", "--set", "optim.g.lr=nan", "--dry-run"], "must be a finite number"),
         (["train", "--preset", "seed002-mlp-mnist", "--set", "train.seed=99999999999999999999"], "out of range"),
         (["train", "--preset", "seed002-mlp-mnist", "--set", "model.g.hidden=[0]", "--dry-run"], "positive integer"),
-        (["train", "--preset", "seed002-mlp-mnist", "--set", "model.d.hidden=5", "--dry-run"], "model.d.hidden: expected a list in brackets, e.g. [5], got 5"),
+        (["train", "--preset", "seed002-mlp-mnist", "--set", "model.d.hidden=5", "--dry-run"], "in brackets, e.g. [5]"),
         (["train", "--preset", "seed002-mlp-mnist", "--set", "data.stacked_seed=-1"], "stacked_seed must be >= 0"),
         (["eval", "/nonexistent/run", "--metrics", ","], "names no metric"),
         (["train", "--preset", "seed002-mlp-mnist", "--set", "data.dataset='mnist-demo:11'", "--dry-run"],

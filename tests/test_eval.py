@@ -196,7 +196,7 @@ def test_a_generator_that_emits_nan_is_refused_not_scored_as_black_images(tiny_e
     lg.G.register_forward_hook(lambda m, i, out: out * float("nan"))
     with pytest.raises(GankitError, match="NaN or infinite pixels"):
         generate(lg, 8)
-    measure = generator_dfid(lg.cfg, lg.info, n=100, root=None, device=torch.device("cpu"))
+    measure = generator_dfid(lg.cfg, list(lg.classes), n=100, root=None, device=torch.device("cpu"))
     lg.G.train()
     key, value = measure(lg.G)
     assert key == "dfid100-test" and value != value and lg.G.training  # NaN, and G's mode restored

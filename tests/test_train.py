@@ -427,3 +427,27 @@ def test_g_labels_batch_feeds_gs_update_the_real_batchs_classes(g_labels, tmp_pa
             for i, (grad, y) in enumerate(batch) if grad]
     assert len(same) >= 2  # (pause-the-winner may pause G in a step)
     assert all(same) if g_labels == "batch" else not any(same)
+
+
+def test_a_conditional_model_on_a_class_filter_is_asked_only_for_its_classes(tmp_path, monkeypatch):
+    """mnist:3,5 keeps MNIST's ten-class list: G used to be asked for all ten in its update, eight of them
+    classes D never sees a real image of; now for 3 and 5 only, in training, the grid, sampling and eval."""
+    import gankit.train.loop as loop
+
+    asked: list[int] = []
+
+    def nets(cfg, info):
+        G, D = make_nets(cfg, info)
+        G.register_forward_pre_hook(lambda _m, args: asked.extend(args[1].tolist()) if len(args) > 1 else None)
+        return G, D
+
+    monkeypatch.setattr(loop, "make_nets", nets)
+    cfg = _cfg("mnist-cond-best", extra=["data.dataset='mnist-demo:3,5'", "train.sample_grid=8"])
+    run = RunDir(tmp_path / "run")
+    train(cfg, run.path, progress=False)
+    assert asked and set(asked) == {3, 5}, sorted(set(asked))
+    lg = load_generator(run.path)
+    assert lg.classes == (3, 5) and lg.info.num_classes == 10
+    _, labels, _ = generate(lg, 16, seed=0)
+    assert set(labels.tolist()) == {3, 5}
+    assert C.build("mnist-cond-best").data.dataset == "mnist"  # (the whole dataset: every class, as before)

@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -99,13 +100,16 @@ class _StopSignals:
             signal.signal(sig, old)
 
 
-def fixed_inputs(cfg: Config, n: int, num_classes: int, device: torch.device, *, offset: int = FIXED_NOISE_OFFSET,
-                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Noise (and labels, classes in turn) that stay the same for the whole run: sample grids, validation."""
+def fixed_inputs(cfg: Config, n: int, classes: int | Sequence[int], device: torch.device, *,
+                 offset: int = FIXED_NOISE_OFFSET) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Noise (and labels, ``classes`` in turn: a count, or the labels the training images hold) that stay
+    the same for the whole run: sample grids, validation."""
     gen = torch.Generator().manual_seed(cfg.train.seed + offset)
     z = sample_noise(n, cfg.model, device=torch.device("cpu"), generator=gen).to(device)
-    labels = torch.arange(n, device=device) % num_classes if cfg.model.conditional else None
-    return z, labels
+    if not cfg.model.conditional:
+        return z, None
+    pool = torch.arange(classes) if isinstance(classes, int) else torch.as_tensor(list(classes))
+    return z, pool[torch.arange(n) % len(pool)].to(device)
 
 
 class _Probe:
@@ -231,7 +235,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     labels = data.labels.to(device)  # [N]
     vrange = value_range(cfg.model)
     sampler = BatchSampler(len(data), cfg.data.batch_size, mode=cfg.data.sampler, seed=t.seed)
-    conditional, ncls = cfg.model.conditional, info.num_classes
+    conditional = cfg.model.conditional
     clusters = cfg.model.clusters  # self-conditioning: D and G get cluster labels, users see an unconditional G
     labelled = conditional or clusters > 0
     g_batch = t.g_batch_size or cfg.data.batch_size
@@ -240,7 +244,10 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
 
     # ---- build nets, optimizers, objective, schedule --------------------------------------------------
     G, D = make_nets(cfg, info)
-    check_setup(cfg, info, G, D, batch=local, g_batch=g_batch, classes=labels.unique().tolist())
+    # the classes the training images hold: a class filter (mnist:3,5) keeps the dataset's class list, and
+    # G is asked only for these (for the others D never sees a real image)
+    present = labels.unique()
+    check_setup(cfg, info, G, D, batch=local, g_batch=g_batch, classes=present.tolist())
     # a new run's directory is made (with --force: the old run deleted) only once the whole config has
     # been set up, below: a bad setting leaves an --out folder untouched. A resumed run is opened now
     # (its lock, its leftovers of killed writes); its config.toml is rewritten only after the restore.
@@ -280,9 +287,9 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         objective = keras_clipped(objective, cfg.loss.clip_eps)
     classes = has_classifier(D) and cfg.loss.class_weight > 0  # AC-GAN: D's class head and its loss terms
     schedule = build_schedule(cfg.schedule)
-    grid_z, grid_y = fixed_inputs(cfg, t.sample_grid, ncls, device)
+    grid_z, grid_y = fixed_inputs(cfg, t.sample_grid, present.tolist(), device)
     val_size = cfg.schedule.val_size
-    val_z, val_fake_y = fixed_inputs(cfg, val_size, ncls, device, offset=VAL_OFFSET)
+    val_z, val_fake_y = fixed_inputs(cfg, val_size, present.tolist(), device, offset=VAL_OFFSET)
     val_idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(t.seed + VAL_OFFSET))[: val_size // 2]
     val_real = to_float(images[val_idx.to(device)], value_range=vrange)
     val_real_y = labels[val_idx.to(device)] if conditional else None  # (self-conditioned: set after resume)
@@ -290,7 +297,8 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     if t.eval_every:
         from gankit.evaluate import generator_dfid
 
-        evaluate = generator_dfid(cfg, info, n=t.eval_n, root=data_root or cfg.data.root, device=device)
+        evaluate = generator_dfid(cfg, present.tolist(), n=t.eval_n, root=data_root or cfg.data.root,
+                                  device=device)
     # ---- modern pieces: G_ema, DiffAugment of everything D sees, gradient penalties ----------------------
     ema = EMA(G, decay=cfg.model.ema, start=cfg.model.ema_start, rampup=cfg.model.ema_rampup) if cfg.model.ema else None
     policy = parse_policy(t.augment)
@@ -519,7 +527,8 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
             if conditional and t.g_labels == "batch":  # the step's real batch's classes (seed 003)
                 y = real_batch()[1]
             else:
-                y = dist.shared_draw(sample_labels, g_batch, ncls, device=device, gen=shared) if conditional else None
+                y = present[dist.shared_draw(sample_labels, g_batch, len(present), device=device, gen=shared)] \
+                    if conditional else None
             z = noise(g_batch)
             if clusters:
                 y = G.labels_for(z)  # G's clusters, drawn from its noise in proportion to their sizes
@@ -565,7 +574,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
                  "best": best, "recovery": recovery.state_dict(),
                  "log_sums": {k: float(v) for k, v in sums.items()}, "log_counts": dict(counts),
                  "data_info": {"name": info.name, "resolution": info.resolution, "channels": info.channels,
-                               "class_names": list(info.class_names)}}
+                               "class_names": list(info.class_names), "classes": present.tolist()}}
         if unsaved_config:  # before the checkpoint: the config the checkpoint was trained with
             atomic_write_bytes(run.config_path, dumps(cfg).encode())
             unsaved_config = False
@@ -579,7 +588,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         with torch.inference_mode():
             grid = to_uint8(shown(grid_z, grid_y), value_range=vrange)
         G.train()
-        nrow = ncls if conditional and t.sample_grid % ncls == 0 else None  # one column per class
+        nrow = len(present) if conditional and t.sample_grid % len(present) == 0 else None  # a column a class
         save_image(make_grid(grid, nrow=nrow, scale=default_scale(info.resolution)),
                    run.samples / f"step-{step:08d}.png")
 

@@ -114,7 +114,7 @@ def latent_interpolation(lg: LoadedGenerator, *, steps: int = 10, rows: int = 8,
         path = slerp(z0, z1, t)  # [R, S, d]
     labels = None
     if lg.cfg.model.conditional:
-        pool = classes or list(range(lg.info.num_classes))
+        pool = classes or list(lg.classes)
         labels = torch.tensor([pool[r % len(pool)] for r in range(rows)]).repeat_interleave(steps)
     elif classes:
         raise GankitError("this run's generator is not conditional: --class does not apply")

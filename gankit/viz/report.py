@@ -158,8 +158,8 @@ def _best_samples(run: RunDir, cfg: Any) -> tuple[str, str] | None:
     from gankit.viz.interpolate import render
 
     lg = load_generator(run.path, checkpoint="best")
-    z, y = fixed_inputs(cfg, cfg.train.sample_grid, lg.info.num_classes, torch.device("cpu"))
-    nrow = lg.info.num_classes if y is not None and cfg.train.sample_grid % lg.info.num_classes == 0 else None
+    z, y = fixed_inputs(cfg, cfg.train.sample_grid, lg.classes, torch.device("cpu"))
+    nrow = len(lg.classes) if y is not None and cfg.train.sample_grid % len(lg.classes) == 0 else None
     grid = make_grid(render(lg, z, y), nrow=nrow, scale=default_scale(lg.info.resolution))
     return _png(grid), caption + " (the fixed noise, rendered from the checkpoint)"
 
