@@ -364,3 +364,28 @@ def test_a_damaged_decoded_cifar_cache_is_decoded_again(tmp_path, monkeypatch, s
         cache.write_bytes(buf.getvalue())
     again = load_dataset("cifar10", root=tmp_path, split="train+test", verify=False)
     assert torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)
+
+
+@pytest.mark.filterwarnings("ignore:cifar10. reading the JPEG copy")
+def test_a_recopied_cifar_archive_replaces_its_decoded_cache(tmp_path, monkeypatch, small_cifar):
+    """Each decoded cache is up to 185 MB: a newer copy of the archive used to leave the old one's for good.
+    The arrays of other splits or classes of the same archive stay."""
+    import os
+
+    monkeypatch.setenv("GANKIT_CACHE", str(tmp_path / "cache"))
+    base = _jpeg_tree(tmp_path, small_cifar)
+    archive = tmp_path / "cifar10" / cifar.JPEG_ARCHIVE.name
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(base, arcname="cifar-10-images-jpg")
+    shutil.rmtree(base)
+    decoded = tmp_path / "cache" / "decoded"
+    load_dataset("cifar10", root=tmp_path, split="train", verify=False)
+    load_dataset("cifar10:ship", root=tmp_path, split="test", verify=False)
+    first = sorted(decoded.glob("*.npz"))
+    assert len(first) == 2
+    st = archive.stat()
+    os.utime(archive, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the archive copied again
+    load_dataset("cifar10", root=tmp_path, split="train", verify=False)
+    now = sorted(decoded.glob("*.npz"))
+    # the train arrays replaced, the test/ship arrays (another split) kept
+    assert len(now) == 2 and len(set(first) & set(now)) == 1

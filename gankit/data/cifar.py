@@ -6,6 +6,7 @@ containers and numpy's own array reconstruction, so a crafted file cannot run co
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import math
@@ -319,10 +320,24 @@ def _complete(labels: np.ndarray, parts: tuple[str, ...], classes: set[int] | No
 
 
 def _cache_path(source: Path, parts: tuple[str, ...], classes: set[int] | None) -> Path:
-    """Where the decoded arrays of ``source`` (by path, size and mtime) for these splits/classes live."""
+    """Where the decoded arrays of ``source`` for these splits/classes live: named by what is decoded
+    (the archive's path, the splits, the classes), then by the archive's version (size and mtime), so
+    that a newer copy of the archive can replace the older one's arrays (see :func:`_prune_cache`)."""
     st = source.stat()
-    key = f"{source.resolve()}|{st.st_size}|{st.st_mtime_ns}|{parts}|{sorted(classes) if classes else 'all'}"
-    return cache_dir() / "decoded" / f"cifar10-jpg-{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
+    what = f"{source.resolve()}|{parts}|{sorted(classes) if classes else 'all'}"
+    version = f"{st.st_size}|{st.st_mtime_ns}"
+    digest = [hashlib.sha256(k.encode()).hexdigest()[:16] for k in (what, version)]
+    return cache_dir() / "decoded" / f"cifar10-jpg-{digest[0]}-{digest[1]}.npz"
+
+
+def _prune_cache(kept: Path) -> None:
+    """Delete the decoded arrays of older versions of the archive ``kept`` was decoded from (each up to
+    185 MB: a re-copied archive used to leave its predecessor's behind for good)."""
+    what = kept.name.rsplit("-", 1)[0]
+    for old in kept.parent.glob(f"{what}-*.npz"):
+        if old != kept:
+            with contextlib.suppress(OSError):
+                old.unlink()
 
 
 def _load_jpeg_copy(folder: Path, parts: tuple[str, ...], classes: set[int] | None, verify_files: bool,
@@ -353,7 +368,9 @@ def _load_jpeg_copy(folder: Path, parts: tuple[str, ...], classes: set[int] | No
         try:
             buf = io.BytesIO()
             np.savez(buf, images=images, labels=labels, splits=split_of)
-            atomic_write_bytes(_cache_path(archive, parts, classes), buf.getvalue())
+            cached = _cache_path(archive, parts, classes)
+            atomic_write_bytes(cached, buf.getvalue())
+            _prune_cache(cached)
         except OSError:
             pass
     return images, labels, source
