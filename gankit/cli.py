@@ -137,7 +137,7 @@ def train(preset: str | None, config_file: str | None, steps: int | None, out: s
             raise GankitError(f"{resume} is not a gankit run directory (no config.toml)")
         # (the run's config.toml is rewritten by the trainer with the first checkpoint the changed config
         # makes: a setting that does not fit the run leaves it as it was)
-        cfg = C.build(overrides=sets, file=run_cfg)
+        cfg = C.build(overrides=sets, file=run_cfg, run_config=True)
         out = resume
     else:
         cfg = C.build(preset, overrides=sets, file=config_file)
@@ -178,18 +178,19 @@ def _print_dry_run(cfg: Any) -> None:
     from gankit.train.build import check_setup, make_nets, sample_noise
 
     info = describe(cfg.data.dataset, resolution=cfg.data.resolution, channels=cfg.data.channels)
-    if info is None:  # a folder: read to know
+    name, args = parse_spec(cfg.data.dataset)
+    classes: Any = None  # the labels the training images hold; None: unknown without reading a folder
+    if info is None or (name == "folder" and cfg.model.conditional):  # a folder: read it to know
         from gankit.train.build import load_training_data
 
         data = load_training_data(cfg.data)
         info, classes = data.info, data.labels.unique().tolist()
-    else:  # (a class filter keeps the dataset's class list)
-        _, args = parse_spec(cfg.data.dataset)
+    elif name != "folder":  # (a class filter keeps the dataset's class list)
         classes = resolve_classes(args, info.class_names, dataset=info.name) if args else range(info.num_classes)
     G, D = make_nets(cfg, info)  # first: a net setting it refuses (a misspelt key) prints no config
     # what training would refuse before its first step (as one process: torchrun splits the batch further)
     check_setup(cfg, info, G, D, batch=cfg.data.batch_size, g_batch=cfg.train.g_batch_size or cfg.data.batch_size,
-                classes=sorted(set(classes)))
+                classes=None if classes is None else sorted(set(classes)))
     click.echo(C.dumps(cfg))
     n = 2 * cfg.model.pack  # a packed D (PacGAN) judges groups of model.pack images
     z = sample_noise(n, cfg.model, device=torch.device("cpu"))
@@ -228,7 +229,7 @@ def sample(run_dir: str, n: int | None, out: str, seed: int, classes: tuple[str,
     labels, nrow = None, None
     if (classes or per_class) and not lg.cfg.model.conditional:
         raise GankitError("this run's generator is not conditional: --class and --per-class do not apply")
-    idx = class_indices(list(classes), lg.info) if classes else list(lg.classes)
+    idx = class_indices(list(classes), lg.info, lg.classes) if classes else list(lg.classes)
     if per_class is not None:
         if per_class <= 0:
             raise GankitError(f"--per-class must be positive, got {per_class}")
@@ -547,18 +548,18 @@ def interpolate(run_dir: str, from_: str | None, to: str | None, scale_class: st
     lg = load_generator(run_dir, device=device, checkpoint=checkpoint, ema=not no_ema)
     if from_ is not None:
         I._need_conditional(lg, "class interpolation")
-        a, b = class_indices([from_, str(to)], lg.info)
+        a, b = class_indices([from_, str(to)], lg.info, lg.classes)
         images = I.class_interpolation(lg, a, b, steps=steps, rows=rows or 10, seed=seed)
         what = f"{lg.info.class_names[a]} to {lg.info.class_names[b]}"
     elif scale_class is not None:
         I._need_conditional(lg, "class scaling")
-        (c,) = class_indices([scale_class], lg.info)
+        (c,) = class_indices([scale_class], lg.info, lg.classes)
         if not (math.isfinite(max_scale) and 0 < max_scale <= 1000):
             raise GankitError(f"--max-scale must be a positive number up to 1000, got {max_scale}")
         images = I.class_scaling(lg, c, steps=steps, top=max_scale, rows=rows or 10, seed=seed)
         what = f"class {lg.info.class_names[c]} scaled 0 to {max_scale:g}"
     else:
-        idx = class_indices(list(classes), lg.info) if classes and lg.cfg.model.conditional else None
+        idx = class_indices(list(classes), lg.info, lg.classes) if classes and lg.cfg.model.conditional else None
         if classes and not lg.cfg.model.conditional:
             raise GankitError("this run's generator is not conditional: --class does not apply")
         images = I.latent_interpolation(lg, steps=steps, rows=rows or 8, seed=seed, classes=idx)

@@ -240,6 +240,17 @@ class Override:
         return self.text if self.error is not None else self.value
 
 
+def _hint(text: str, tp: Any) -> str:
+    """What a ``--set`` value that is not TOML probably lacks, by the setting's type."""
+    word = text.strip().strip("'\"").lower()
+    if word in ("none", "null", "nil", ""):
+        return "a --set cannot unset a setting: leave it out (or the run's value stays)"
+    if tp is bool or (typing.get_origin(tp) in (typing.Union, types.UnionType) and bool in typing.get_args(tp)):
+        if word in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+            return "booleans are written true or false, lower case and unquoted"
+    return "numbers need a digit before the point (0.001), lists brackets at both ends ([0.5, 0.999]), text quotes"
+
+
 def _takes_str(tp: Any) -> bool:
     return tp is str or (typing.get_origin(tp) in (typing.Union, types.UnionType) and str in typing.get_args(tp))
 
@@ -257,8 +268,7 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
             return value.text  # the text meant, which TOML reads as a number or a date
         if _takes_str(tp):
             return value.text
-        raise GankitError(f"{where} = {value.text!r} is not a valid value ({value.error}); numbers need a digit "
-                          "before the point (0.001), lists brackets at both ends ([0.5, 0.999]), text quotes")
+        raise GankitError(f"{where} = {value.text!r} is not a valid value ({value.error}); {_hint(value.text, tp)}")
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -333,14 +343,15 @@ def from_dict(cls: type, data: dict[str, Any], *, where: str = "config") -> Any:
                               f"known {section}: {', '.join(names)}")
     if extra_field is not None:
         given = extra.pop(extra_field, {})
+        given = given.guess() if isinstance(given, Override) else given
         if not isinstance(given, dict):
             raise GankitError(f"{where}.{extra_field}: expected a table of settings, got {given!r}")
         given, extra = _plain(given), _plain(extra)
         for key in given.keys() & extra.keys():  # one setting written two ways: which is meant is unclear
             if given[key] != extra[key]:
                 raise GankitError(f"{where}.{key} is given twice, as {where}.{key} = {extra[key]!r} and as "
-                                  f"{where}.{extra_field}.{key} = {given[key]!r}; keep one (--set {where}.{key}="
-                                  "... replaces it)")
+                                  f"{where}.{extra_field}.{key} = {given[key]!r}; keep one (a --set of either "
+                                  "replaces both)")
         kwargs[extra_field] = {**given, **extra}
     return cls(**kwargs)
 
@@ -455,26 +466,55 @@ def parse_override(item: str) -> tuple[list[str], Override]:
     try:
         return keys, Override(raw, tomllib.loads(f"v = {raw}")["v"])
     except tomllib.TOMLDecodeError as exc:
-        return keys, Override(raw, error=str(exc).split(" (at line")[0])
+        return keys, Override(raw, error=str(exc).split(" (at ")[0])
+
+
+def _override_keys(item: str) -> list[str]:
+    keys, _ = parse_override(item)
+    if len(keys) == 4 and keys[0] == "model" and keys[2] == "params":  # model.g.params.width: model.g.width
+        keys = [keys[0], keys[1], keys[3]]
+    return keys
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``--set`` overrides onto a raw config dict (validation happens when it is built)."""
     for item in overrides:
-        keys, value = parse_override(item)
-        if len(keys) == 4 and keys[0] == "model" and keys[2] == "params":  # model.g.params.width: model.g.width
-            keys = [keys[0], keys[1], keys[3]]
+        keys, (_, value) = _override_keys(item), parse_override(item)
         node = data
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise GankitError(f"--set {item}: {k!r} is a value, not a table")
+        for i, k in enumerate(keys[:-1]):
+            below = node.get(k, {})
+            if isinstance(below, Override) and below.error is None and isinstance(below.value, dict):
+                below = _plain(below.value)  # a table an earlier --set gave whole: model.g={arch="dcgan"}
+            if not isinstance(below, dict):
+                raise GankitError(f"--set {item}: {'.'.join(keys[: i + 1])} is a value, not a table")
+            node[k] = node = below
+        if len(keys) == 3 and keys[0] == "model" and isinstance(node.get("params"), dict):
+            node["params"].pop(keys[2], None)  # model.g.width replaces a [model.g.params] width too
         node[keys[-1]] = value
     return data
 
 
-def build(preset: str | None = None, *, overrides: list[str] = (), file: str | Path | None = None) -> Config:
-    """The config from a preset (or a TOML file, or defaults) plus ``--set`` overrides, validated."""
+def _leaf_keys(data: dict[str, Any], prefix: str = "") -> set[str]:
+    """The dotted names of a raw config's settings (a net's params table read as the net's settings)."""
+    out: set[str] = set()
+    for k, v in data.items():
+        path = prefix + k
+        if isinstance(v, dict) and not (prefix.startswith("model.") and k == "params"):
+            out |= _leaf_keys(v, path + ".")
+        elif isinstance(v, dict):
+            out |= {prefix + name for name in v}
+        else:
+            out.add(path)
+    return out
+
+
+def build(preset: str | None = None, *, overrides: list[str] = (), file: str | Path | None = None,
+          run_config: bool = False) -> Config:
+    """The config from a preset (or a TOML file, or defaults) plus ``--set`` overrides, validated.
+
+    The settings the user typed (each ``--set``, every key of a ``--config`` file, not a preset's nor
+    those of a run's own config.toml, ``run_config``) are also refused where they would do nothing
+    (:func:`check_unused`)."""
     if preset and file:
         raise GankitError("give a preset or a config file, not both")
     if preset is not None and not preset.strip():
@@ -488,13 +528,18 @@ def build(preset: str | None = None, *, overrides: list[str] = (), file: str | P
         data.setdefault("name", preset)
     else:
         data = {}
+    typed = {".".join(_override_keys(item)) for item in overrides}
+    if file and not run_config:
+        typed |= _leaf_keys(data)
     try:
-        return validate(from_dict(Config, apply_overrides(copy.deepcopy(data), list(overrides)), where=""))
+        cfg = validate(from_dict(Config, apply_overrides(copy.deepcopy(data), list(overrides)), where=""))
+        return check_unused(cfg, typed)
     except GankitError as exc:
         if not file or str(exc).startswith(str(file)):
             raise
         try:  # a setting of the file itself: say which file (a --set's own error names the --set)
-            validate(from_dict(Config, data, where=""))
+            check_unused(validate(from_dict(Config, data, where="")), typed - {".".join(_override_keys(item))
+                                                                              for item in overrides})
         except GankitError:
             raise GankitError(f"{file}: {exc}") from None
         raise
@@ -571,13 +616,6 @@ def validate(cfg: Config) -> Config:
     _check(m.ema == 0 or 0 < m.ema < 1, f"model.ema must be 0 (off) or a decay in (0, 1), got {m.ema}")
     _check(m.ema_start >= 0, f"model.ema_start must be >= 0, got {m.ema_start}")
     _check(m.ema_rampup >= 0, f"model.ema_rampup must be >= 0, got {m.ema_rampup}")
-    _check(m.ema > 0 or (m.ema_start, m.ema_rampup) == (0, 0),
-           "model.ema_start and model.ema_rampup shape G's weight average, and model.ema = 0 keeps none; set "
-           "model.ema (e.g. 0.999)")
-    _check(cfg.loss.r1_every == 1 or cfg.loss.r1_gamma > 0,
-           f"loss.r1_every = {cfg.loss.r1_every} spaces out the R1 penalty, and loss.r1_gamma = 0 has none")
-    _check(cfg.loss.topk_gamma == LossConfig().topk_gamma or cfg.loss.topk < 1,
-           "loss.topk_gamma shrinks top-k training's fraction, and loss.topk = 1 keeps it off")
     _check(m.pack >= 1, f"model.pack must be >= 1, got {m.pack}")
     _check(m.clusters >= 0, f"model.clusters must be >= 0 (0 = off), got {m.clusters}")
     if m.clusters:
@@ -610,18 +648,10 @@ def validate(cfg: Config) -> Config:
         # momentum >= 1 adds up every gradient without forgetting (the steps grow without bound)
         _check(0 <= o.momentum < 1, f"{key}.momentum must be in [0, 1), got {o.momentum}")
         _check(0 <= o.alpha < 1, f"{key}.alpha (rmsprop's rho) must be in [0, 1), got {o.alpha}")
-        default = OptimConfig()
-        unused = {"adam": ("momentum", "alpha"), "sgd": ("betas", "alpha", "eps"), "rmsprop": ("betas",)}[o.name]
-        for name in unused:  # a setting the optimizer has not: the user believes it does something
-            _check(getattr(o, name) == getattr(default, name),
-                   f"{key}.{name} = {getattr(o, name)} does nothing for {key}.name = {o.name!r}; leave it out, or "
-                   f"choose an optimizer that has it")
         _check(o.clip_value is None or o.clip_value > 0, f"{key}.clip_value must be positive")
         _check(not o.linear_decay or (len(o.linear_decay) == 2 and 0 <= o.linear_decay[0] < o.linear_decay[1]),
                f"{key}.linear_decay must be [start, end] steps with 0 <= start < end, got {o.linear_decay}")
         _check(0 <= o.lr_final <= 1, f"{key}.lr_final must be a fraction of lr in [0, 1], got {o.lr_final}")
-        _check(o.lr_final == 0 or o.linear_decay,
-               f"{key}.lr_final is where optim.{side}.linear_decay ends, and linear_decay is off")
     registry.get("schedule", cfg.schedule.name)
     s = cfg.schedule
     _check(s.d_steps >= 1 and s.g_steps >= 1, "schedule.d_steps and g_steps must be >= 1")
@@ -665,4 +695,34 @@ def validate(cfg: Config) -> Config:
     # out-of-memory kill (1,000,000 reached 24 GB); `gankit sample` makes any number in batches
     _check(t.sample_grid <= MAX_SAMPLE_GRID, f"train.sample_grid must be at most {MAX_SAMPLE_GRID:,} (a 64 x 64 "
            f"grid), got {t.sample_grid:,}; `gankit sample RUN --n N` makes more images from a checkpoint")
+    return cfg
+
+
+def check_unused(cfg: Config, typed: set[str]) -> Config:
+    """Refuse a setting the user typed (``typed``: dotted names) that this config ignores, at other than
+    its default, such as Adam's betas on SGD: they would believe it does something. A preset's own
+    settings are not checked (its betas stay behind when ``--set optim.g.name=sgd`` switches the
+    optimizer). Returns ``cfg``."""
+    m, loss = cfg.model, cfg.loss
+    rules: list[tuple[str, bool, str]] = [
+        ("model.ema_start", m.ema > 0, "shapes G's weight average, and model.ema = 0 keeps none; set model.ema"),
+        ("model.ema_rampup", m.ema > 0, "shapes G's weight average, and model.ema = 0 keeps none; set model.ema"),
+        ("loss.r1_every", loss.r1_gamma > 0, "spaces out the R1 penalty, and loss.r1_gamma = 0 has none"),
+        ("loss.topk_gamma", loss.topk < 1, "shrinks top-k training's fraction, and loss.topk = 1 keeps it off"),
+    ]
+    for side in ("g", "d"):
+        o: OptimConfig = getattr(cfg.optim, side)
+        has = {"adam": ("betas", "eps"), "sgd": ("momentum",), "rmsprop": ("momentum", "alpha", "eps")}[o.name]
+        rules += [(f"optim.{side}.{name}", name in has, f"does nothing for optim.{side}.name = {o.name!r} (it "
+                   "has no such setting); leave it out, or choose an optimizer that has it")
+                  for name in ("betas", "momentum", "alpha", "eps")]
+        rules.append((f"optim.{side}.lr_final", bool(o.linear_decay),
+                      f"is where optim.{side}.linear_decay ends, and linear_decay is off"))
+    for key, used, why in rules:
+        if key in typed and not used:
+            section, name = key.rsplit(".", 1)
+            table = getattr(cfg.optim, section[-1]) if section.startswith("optim.") else getattr(cfg, section)
+            value = getattr(table, name)
+            if value != getattr(type(table)(), name):  # (its default does nothing anywhere: a whole config file)
+                raise GankitError(f"{key} = {value} {why}")
     return cfg

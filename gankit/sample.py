@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,11 +90,17 @@ def load_discriminator(run_dir: str | Path, *, device: str = "cpu", checkpoint: 
     return load_generator(run_dir, device=device, checkpoint=checkpoint, ema=ema, with_discriminator=True)
 
 
-def class_indices(requested: list[str], info: DatasetInfo) -> list[int]:
-    """Class names or numbers to indices for a conditional generator."""
+def class_indices(requested: list[str], info: DatasetInfo, trained: tuple[int, ...] | None = None) -> list[int]:
+    """Class names or numbers to indices for a conditional generator; a warning for any not among the
+    ``trained`` classes (a run on a class filter: G was never asked for the others)."""
     from gankit.data import resolve_classes
 
-    return resolve_classes(requested, info.class_names, dataset=info.name)
+    idx = resolve_classes(requested, info.class_names, dataset=info.name)
+    untrained = [info.class_names[i] for i in dict.fromkeys(idx) if trained is not None and i not in trained]
+    if untrained:
+        warnings.warn(f"class {', '.join(untrained)} was not among this run's training images (it trained on "
+                      f"{', '.join(info.class_names[i] for i in trained)}): G never learned to draw it", stacklevel=2)
+    return idx
 
 
 def check_samples_out(out: str | Path) -> Path:

@@ -34,12 +34,24 @@ def test_dry_run_prints_config_and_layer_tables():
 @pytest.mark.parametrize("preset, sets, message", [
     # what training refuses once it has the data and the nets, --dry-run refuses too (it used to pass them)
     ("mnist-best", ["loss.gp_weight=10", "model.d.bn=true"], "batch norm in D mixes the images"),
-    ("seed002-mlp-mnist", ["data.batch_size=1"], "G has batch norm, which needs at least 2 images a batch"),
+    ("seed002-mlp-mnist", ["data.batch_size=1"], "one value per channel and image, so it needs at least 2"),
     ("mnist-cond-best", ["data.dataset=mnist:3"], "the training images (mnist:3) hold one class (3)"),
 ])
 def test_dry_run_refuses_what_training_would(preset, sets, message):
     r = run("train", "--preset", preset, "--dry-run", *[a for s in sets for a in ("--set", s)])
     assert r.exit_code == 2 and message in r.output, r.output
+
+
+def test_batch_norm_on_feature_maps_trains_on_one_image(tmp_path):
+    """BatchNorm2d over a 7x7 map has 49 values per channel even at a batch of one: not refused (only
+    dense features and 1x1 maps are), and it trains."""
+    sets = ["model.clusters=0", "model.g.label_input=false", "model.d.classifier=false", "data.batch_size=1",
+            "data.dataset=mnist-demo", "data.limit=16", "train.steps=2", "train.threads=1", "model.g.width=8",
+            "model.d.width=8", "train.tensorboard=false"]
+    args = [a for s in sets for a in ("--set", s)]
+    assert run("train", "--preset", "mnist-best", "--dry-run", *args).exit_code == 0
+    r = run("train", "--preset", "mnist-best", "--out", tmp_path / "run", "--no-progress", *args)
+    assert r.exit_code == 0, r.output
 
 
 def test_empty_paths_and_a_config_inside_its_own_run_are_refused(tmp_path):

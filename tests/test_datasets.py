@@ -379,6 +379,8 @@ def test_a_recopied_cifar_archive_replaces_its_decoded_cache(tmp_path, monkeypat
         tar.add(base, arcname="cifar-10-images-jpg")
     shutil.rmtree(base)
     decoded = tmp_path / "cache" / "decoded"
+    decoded.mkdir(parents=True)
+    (decoded / f"cifar10-jpg-{'ab' * 12}.npz").write_bytes(b"an older gankit's name, read by nothing now")
     load_dataset("cifar10", root=tmp_path, split="train", verify=False)
     load_dataset("cifar10:ship", root=tmp_path, split="test", verify=False)
     first = sorted(decoded.glob("*.npz"))

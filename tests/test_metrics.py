@@ -144,6 +144,7 @@ def test_histograms_and_coverage():
     assert kl_divergence(torch.tensor([1.0, 0.0]), torch.tensor([0.5, 0.5])) == pytest.approx(math.log(2))
     acc, per = conditional_accuracy(torch.tensor([1, 1, 2, 0]), torch.tensor([1, 2, 2, 0]), 3)
     assert acc == 0.75 and per == [1.0, 1.0, 0.5]  # the "2" asked for once came out as a 1
+    assert conditional_accuracy(torch.tensor([1, 1]), torch.tensor([1, 2]), 4)[1] == [None, 1.0, 0.0, None]
 
 
 def test_stacked_modes():

@@ -458,9 +458,10 @@ def test_batch_norm_with_a_batch_of_one_is_refused_before_the_run_is_touched(bat
     train(_cfg(), run.path, progress=False)
     files = sorted(p.relative_to(run.path) for p in run.path.rglob("*"))
     before = run.config_path.read_bytes()
-    with pytest.raises(GankitError, match="G has batch norm, which needs at least 2 images a batch"):
+    with pytest.raises(GankitError, match="G's batch norm net.2 has one value per channel and image, so it needs "
+                                          "at least 2 images a batch"):
         train(_cfg(extra=[batch], steps=9), run.path, resume=True, progress=False)
-    with pytest.raises(GankitError, match="G has batch norm"):
+    with pytest.raises(GankitError, match="G's batch norm"):
         train(_cfg(extra=[batch]), run.path, force=True, progress=False)
     assert run.config_path.read_bytes() == before
     assert sorted(p.relative_to(run.path) for p in run.path.rglob("*")) == files

@@ -450,4 +450,11 @@ def test_a_conditional_model_on_a_class_filter_is_asked_only_for_its_classes(tmp
     assert lg.classes == (3, 5) and lg.info.num_classes == 10
     _, labels, _ = generate(lg, 16, seed=0)
     assert set(labels.tolist()) == {3, 5}
+    from gankit.sample import class_indices
+    from gankit.viz.interpolate import digit_classes
+
+    with pytest.warns(UserWarning, match="class 7 was not among this run's training images .*3, 5"):
+        assert class_indices(["7", "3"], lg.info, lg.classes) == [7, 3]
+    with pytest.raises(GankitError, match=r"trained on the digits 0-9; .* held no 0, 1, 2, 4, 6, 7, 8, 9"):
+        digit_classes(lg)
     assert C.build("mnist-cond-best").data.dataset == "mnist"  # (the whole dataset: every class, as before)

@@ -11,6 +11,7 @@ import hashlib
 import io
 import math
 import pickle
+import re
 import struct
 import tarfile
 import warnings
@@ -332,12 +333,15 @@ def _cache_path(source: Path, parts: tuple[str, ...], classes: set[int] | None) 
 
 def _prune_cache(kept: Path) -> None:
     """Delete the decoded arrays of older versions of the archive ``kept`` was decoded from (each up to
-    185 MB: a re-copied archive used to leave its predecessor's behind for good)."""
+    185 MB: a re-copied archive used to leave its predecessor's behind for good), and those named the
+    way gankit named them before session 26 (one 24-digit hash), which nothing reads any more."""
     what = kept.name.rsplit("-", 1)[0]
-    for old in kept.parent.glob(f"{what}-*.npz"):
-        if old != kept:
-            with contextlib.suppress(OSError):
-                old.unlink()
+    stale = [p for p in kept.parent.glob(f"{what}-*.npz") if p != kept]
+    stale += [p for p in kept.parent.glob("cifar10-jpg-*.npz") if re.fullmatch(r"cifar10-jpg-[0-9a-f]{24}\.npz",
+                                                                               p.name)]
+    for old in stale:
+        with contextlib.suppress(OSError):
+            old.unlink()
 
 
 def _load_jpeg_copy(folder: Path, parts: tuple[str, ...], classes: set[int] | None, verify_files: bool,

@@ -42,8 +42,9 @@ def classes_covered(predicted: torch.Tensor, num_classes: int, *, min_fraction: 
 
 
 def conditional_accuracy(predicted: torch.Tensor, requested: torch.Tensor,
-                         num_classes: int) -> tuple[float, list[float]]:
-    """Overall and per-class accuracy of the evaluator on samples generated for ``requested`` classes."""
+                         num_classes: int) -> tuple[float, list[float | None]]:
+    """Overall and per-class accuracy of the evaluator on samples generated for ``requested`` classes;
+    None for a class none was asked for (a model trained on a class filter: JSON's null, not NaN)."""
     ok = (predicted == requested).double()
-    per = [float(ok[requested == c].mean()) if (requested == c).any() else float("nan") for c in range(num_classes)]
+    per = [float(ok[requested == c].mean()) if (requested == c).any() else None for c in range(num_classes)]
     return float(ok.mean()), per

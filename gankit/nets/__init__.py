@@ -42,8 +42,12 @@ def check_params(kind: str, arch: str, params: dict[str, Any]) -> dict[str, Any]
     out = {}
     for key, value in params.items():
         if key not in allowed:
+            others = [a for a in registry.names(kind) if a != arch and key in inspect.signature(registry.get(kind, a)
+                                                                                              ).parameters]
+            hint = (f" ({key} is {others[0]!r}'s: a --set of model.{kind[0]}.arch keeps the table's other settings; "
+                    f"give it whole instead, --set 'model.{kind[0]}={{arch=\"{arch}\"}}')") if others else ""
             raise GankitError(f"unknown setting model.{kind[0]}.{key} for {kind} {arch!r}"
-                              f"{did_you_mean(key, allowed)}; it takes: {', '.join(allowed)}")
+                              f"{did_you_mean(key, allowed)}; it takes: {', '.join(allowed)}{hint}")
         out[key] = coerce(value, hints.get(key, Any), f"model.{kind[0]}.{key}")
     return out
 

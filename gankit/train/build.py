@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -40,14 +42,14 @@ def make_nets(cfg: Config, info: DatasetInfo) -> tuple[nn.Module, nn.Module]:
 
 
 def check_setup(cfg: Config, info: DatasetInfo, G: nn.Module, D: nn.Module, *, batch: int, g_batch: int,
-                classes: list[int]) -> None:
+                classes: list[int] | None) -> None:
     """The checks of a config that need the data's description and the built nets, run before a run's
     folder is touched (and by ``train --dry-run``, which would otherwise pass a config training refuses).
     ``batch`` and ``g_batch`` are one process's real and G batches, ``classes`` the labels the training
-    images hold (a class filter such as ``mnist:3`` keeps the dataset's class list)."""
+    images hold (a class filter such as ``mnist:3`` keeps the dataset's class list; None: not known)."""
     from gankit.train.speed import batch_independent
 
-    if cfg.model.conditional and len(classes) < 2:
+    if cfg.model.conditional and classes is not None and len(classes) < 2:
         hint = " (put its images in one subfolder per class)" if info.name.startswith("folder:") else ""
         held = info.class_names[classes[0]] if classes else "none"
         raise GankitError(f"{cfg.name} is a conditional model (model.conditional = true), but the training images "
@@ -61,15 +63,46 @@ def check_setup(cfg: Config, info: DatasetInfo, G: nn.Module, D: nn.Module, *, b
         raise GankitError("loss.gp_weight and loss.r1_gamma penalise the gradient at each image, and batch norm in "
                           "D mixes the images of a batch, so the penalty would be taken on the wrong gradients "
                           "(WGAN-GP, section 4): take batch norm out of D (model.d.bn = false, or the layer list)")
-    # batch norm in training mode divides by the batch's spread: one image (one group of a packed D) has
-    # none, and PyTorch stops at the first step with "Expected more than 1 value per channel"
+    # batch norm in training mode divides by the batch's spread: a layer with one value per channel and
+    # image (dense features, a 1x1 map) has none at a batch of one image (one group of a packed D), and
+    # PyTorch stops at the first step with "Expected more than 1 value per channel"
     smallest = {"G": min(batch, g_batch), "D": min(batch, g_batch) // pack}
     for name, net in (("G", G), ("D", D)):
         if smallest[name] < 2 and not batch_independent(net):
-            what = "image" if name == "G" or pack == 1 else f"group of model.pack = {pack} images"
-            raise GankitError(f"{name} has batch norm, which needs at least 2 images a batch, and one of its "
-                              f"batches is one {what} (data.batch_size = {cfg.data.batch_size}, "
-                              f"train.g_batch_size = {cfg.train.g_batch_size}, per process); use a larger batch")
+            flat = _single_value_norms(net, *_probe_inputs(cfg, info, name))
+            if flat:
+                what = "image" if name == "G" or pack == 1 else f"group of model.pack = {pack} images"
+                raise GankitError(f"{name}'s batch norm {flat[0]} has one value per channel and image, so it needs "
+                                  f"at least 2 images a batch, and one of its batches is one {what} ({batch} real, "
+                                  f"{g_batch} for G, per process); use a larger batch")
+
+
+def _probe_inputs(cfg: Config, info: DatasetInfo, net: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Inputs for a shape-only forward pass of G or D: two images (groups), zeros (no random draws)."""
+    n = 2 * (cfg.model.pack if net == "D" else 1)
+    labels = torch.zeros(n, dtype=torch.long) if cfg.model.conditional or cfg.model.clusters else None
+    if net == "G":
+        return torch.zeros(n, cfg.model.latent_dim), labels
+    return torch.zeros(n, info.channels, info.resolution, info.resolution), labels
+
+
+def _single_value_norms(net: nn.Module, *inputs: torch.Tensor | None) -> list[str]:
+    """The batch norm layers of ``net`` that see one value per channel of each image (their input's
+    spatial size is 1), found by a forward pass in eval mode (no statistics change)."""
+    found: list[str] = []
+    hooks = [m.register_forward_pre_hook(lambda _m, args, name=name: found.append(name)
+                                         if math.prod(args[0].shape[2:]) == 1 else None)
+             for name, m in net.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    was = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(*inputs)
+    finally:
+        net.train(was)
+        for h in hooks:
+            h.remove()
+    return found
 
 
 def value_range(model: ModelConfig) -> tuple[float, float]:

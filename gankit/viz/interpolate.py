@@ -149,13 +149,17 @@ def write_table(images: torch.Tensor, out: str | Path, *, fps: float = 10.0) -> 
 # ---- the digital clock ----------------------------------------------------------------------------------
 
 def digit_classes(lg: LoadedGenerator) -> list[int]:
-    """Class index of each digit 0-9 (the clock needs a generator conditioned on digits)."""
+    """Class index of each digit 0-9 (the clock needs a generator conditioned on digits, trained on all ten)."""
     _need_conditional(lg, "the clock", latent_hint=False)
     names = list(lg.info.class_names)
     missing = [str(d) for d in range(10) if str(d) not in names]
     if missing:
         raise GankitError(f"the clock needs a generator conditioned on the digits 0-9; {lg.info.name}'s classes "
                           f"lack {', '.join(missing)}")
+    untrained = [str(d) for d in range(10) if names.index(str(d)) not in lg.classes]
+    if untrained:
+        raise GankitError(f"the clock needs a generator trained on the digits 0-9; this run's training images "
+                          f"({lg.cfg.data.dataset}) held no {', '.join(untrained)}")
     return [names.index(str(d)) for d in range(10)]
 
 
