@@ -22,7 +22,7 @@ from throughput import plain_step_seconds, preset_config  # benchmarks/, the scr
 from timing import save_json
 
 from gankit.train.build import load_training_data
-from gankit.train.speed import cpu_flags
+from gankit.train.speed import bf16_cpu_flags, cpu_flags
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; CPU bf16 units: {'amx_bf16' in cpu_flags()}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; CPU bf16 units: {bf16_cpu_flags() or 'none'}")
     print(f"{'preset':<22} {'fp32 ms/step':>12} {'bf16 weights':>12} {'ratio':>6}  repetitions")
     rows = []
     for name in args.presets:
@@ -58,7 +58,8 @@ def main() -> None:
                      "ratio_per_rep": per_rep})
         print(f"{name:<22} {fp32 * 1e3:12.2f} {bf16 * 1e3:12.2f} {fp32 / bf16:6.2f}  "
               + ", ".join(f"{r:.2f}" for r in per_rep), flush=True)
-    print(f"wrote {save_json(args.out, amx_bf16='amx_bf16' in cpu_flags(), rows=rows)}")
+    path = save_json(args.out, amx_bf16="amx_bf16" in cpu_flags(), bf16_cpu_flags=bf16_cpu_flags(), rows=rows)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

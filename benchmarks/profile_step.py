@@ -30,7 +30,7 @@ from torch.profiler import ProfilerActivity, profile, schedule
 from gankit import config as C
 from gankit.data.sampler import BatchSampler
 from gankit.train.loop import train
-from gankit.train.speed import cpu_flags
+from gankit.train.speed import bf16_cpu_flags, cpu_flags
 
 # ATen operator name fragments -> kind; the first match wins, so the specific names come first
 KINDS: list[tuple[str, tuple[str, ...]]] = [
@@ -95,7 +95,7 @@ def main() -> None:
     args = ap.parse_args()
     variants = args.variant or ["fp32:contiguous", "bf16:contiguous", "bf16:channels_last"]
     base = [f"train.log_every={10**6}", f"train.sample_every={10**9}", f"train.checkpoint_every={10**9}"]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; CPU bf16 units: {'amx_bf16' in cpu_flags()}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; CPU bf16 units: {bf16_cpu_flags() or 'none'}")
     results: dict[str, dict[str, tuple[float, int]]] = {}
     for v in variants:
         precision, _, layout = v.partition(":")
@@ -122,7 +122,8 @@ def main() -> None:
     out = Path(args.out or f"benchmarks/out/profile-{args.preset}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"preset": args.preset, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                               "amx_bf16": "amx_bf16" in cpu_flags(), "steps": args.steps,
+                               "amx_bf16": "amx_bf16" in cpu_flags(), "bf16_cpu_flags": bf16_cpu_flags(),
+                               "steps": args.steps,
                                "by_kind_ms": {v: dict(d) for v, d in by_kind.items()},
                                "ops": {v: {k: {"ms": ms, "calls": c} for k, (ms, c) in ops.items()}
                                        for v, ops in results.items()}}, indent=1))

@@ -61,7 +61,7 @@ from gankit.run import read_stats
 from gankit.sample import LoadedGenerator, generate
 from gankit.train.build import fit_clusters, load_training_data, make_nets, sample_noise, value_range
 from gankit.train.loop import train
-from gankit.train.speed import cpu_flags
+from gankit.train.speed import bf16_cpu_flags, cpu_flags
 
 DATA_FOR = {"emnist-letters": "mnist", "emnist-byclass": "mnist", "emnist-byclass-letters": "mnist"}
 
@@ -281,12 +281,13 @@ def main() -> None:
     cuda = any("device='cuda'" in o or 'device="cuda"' in o for o in args.overrides)
     dev = "cuda" if cuda else "cpu"
     fp32_rate = matmul_rate(torch.float32, size=8192 if cuda else 1024, device=dev)
-    # without bf16 units a CPU emulates bf16 products slowly: a small size keeps the probe short; with AMX
-    # a 512 product runs well below the units' rate (414 against 506 GFLOP/s at 1024), so the probe uses 2048
-    amx = "amx_bf16" in cpu_flags()
-    bf16_rate = matmul_rate(torch.bfloat16, size=8192 if cuda else 2048 if amx else 512, seconds=0.5, device=dev)
+    # without bf16 units (AMX, AVX512_BF16) a CPU emulates bf16 products slowly: a small size keeps the
+    # probe short; with AMX a 512 product runs well below the units' rate (414 against 506 GFLOP/s at
+    # 1024), so the probe uses 2048
+    native = bool(bf16_cpu_flags())
+    bf16_rate = matmul_rate(torch.bfloat16, size=8192 if cuda else 2048 if native else 512, seconds=0.5, device=dev)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
-          f"; CPU bf16 units: {'amx_bf16' in cpu_flags()}")
+          f"; CPU bf16 units: {bf16_cpu_flags() or 'none'}")
     print(f"matrix product: fp32 {fp32_rate / 1e9:.0f} GFLOP/s, bf16 {bf16_rate / 1e9:.0f} GFLOP/s")
     rows = []
     header = (f"{'preset':<24} {'gankit img/s':>12} {'plain img/s':>12} {'ratio':>6} {'GFLOP/step':>10} "
@@ -297,7 +298,8 @@ def main() -> None:
 
     def save() -> None:  # after every preset: a run cut short by a time limit keeps what it measured
         out.write_text(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),  # every arm's
-                                   "amx_bf16": "amx_bf16" in cpu_flags(), "device": dev, "rows": rows}, indent=1))
+                                   "amx_bf16": "amx_bf16" in cpu_flags(), "bf16_cpu_flags": bf16_cpu_flags(),
+                                   "device": dev, "rows": rows}, indent=1))
 
     for name in names:
         try:
@@ -362,7 +364,7 @@ def measure(name: str, args: argparse.Namespace, arms: list[tuple[str, list[str]
     row["achieved_flops"] = achieved
     row["gankit_fast_path"] = gankit_fast  # what gankit's arm ran: precision, layout, threads
     # a fraction of the bf16 rate means something only where bf16 products run on units of their own
-    bf16_units = cuda or "amx_bf16" in cpu_flags()
+    bf16_units = cuda or bool(bf16_cpu_flags())
     of_bf16 = f"{achieved / bf16_rate:7.0%}" if bf16_units else f"{'-':>7}"
     ev = f"{row['eval_img_s']:8.0f}" if row["eval_img_s"] else f"{'-':>8}"
     spread = f"  (repetitions {min(per_rep):.2f}-{max(per_rep):.2f})" if per_rep else ""

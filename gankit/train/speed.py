@@ -3,9 +3,11 @@
 Each switch is resolved once per run from the config and the hardware. ``auto`` turns a switch on
 only where it was measured to help (see the README's speed section and ``benchmarks/throughput.py``):
 
-- bf16 autocast pays off on CPUs with bf16 matrix units (Intel AMX) and on CUDA GPUs that support
-  bf16. On CPUs without them (AVX2-only, e.g. the AMD EPYC this was first measured on) PyTorch
-  emulates bf16 convolutions and they run 5-20x *slower* than fp32, so ``auto`` keeps fp32 there.
+- bf16 autocast pays off on CPUs with bf16 matrix units (Intel AMX) or bf16 dot-product instructions
+  (AVX512_BF16, e.g. AMD Zen 5: 790 against 182 GFLOP/s for a 2048 matrix product, and 1.3-2.3x for
+  the convolutional presets over fp32, session 26) and on CUDA GPUs that support bf16. On CPUs
+  without either (AVX2-only, e.g. the AMD EPYC this was first measured on) PyTorch emulates bf16
+  convolutions and they run 5-20x *slower* than fp32, so ``auto`` keeps fp32 there.
   On an AMX CPU it paid for every convolutional preset (1.1x for the small ones, 1.6-4x for the seed
   DCGANs, over gankit's own fp32 step) at the same dFID at equal steps, but the fully-connected
   seed 002 GAN (batch 32, layers of at most 1024) ran 0.77-0.93x of its fp32 speed: its products
@@ -48,13 +50,23 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+# CPU flags of native bf16 products: Intel's AMX tiles, and the AVX-512 bf16 dot product (Cooper Lake and
+# later Xeons, AMD Zen 4 and 5), which oneDNN uses for bf16 convolutions and matrix products
+BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+
 def fast_bf16(device: torch.device) -> bool:
     """Whether bf16 matrix products run natively (faster than fp32) on ``device``."""
     if device.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
     if device.type == "cpu":
-        return "amx_bf16" in cpu_flags()
+        return bool(bf16_cpu_flags())
     return False
+
+
+def bf16_cpu_flags() -> list[str]:
+    """This CPU's flags of native bf16 products (:data:`BF16_CPU_FLAGS`); empty: bf16 is emulated."""
+    return sorted(BF16_CPU_FLAGS & cpu_flags())
 
 
 def has_convolutions(*nets: nn.Module) -> bool:
@@ -113,9 +125,18 @@ def d_channels_last_pays(D: nn.Module, device: torch.device, dtype: torch.dtype)
 
 
 def inference_channels_last(net: nn.Module, device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether sampling lays ``net`` out channels_last: on a CPU without bf16 units (fp32 there), for
-    generators whose convolutions are all transposed ones. Forward passes alone do not pay the slower
-    channels_last backward that keeps training contiguous on such CPUs.
+    """Whether sampling lays ``net`` out channels_last on a CPU: in bf16, for every convolutional
+    generator; in fp32 on a CPU without bf16 units, for generators whose convolutions are all transposed
+    ones. Forward passes alone do not pay the slower channels_last backward that keeps training
+    contiguous on such CPUs.
+
+    bf16 (session 26, AMD Zen 5 with AVX512_BF16, two threads, ``gankit sample``'s path, 2,000 images,
+    three alternations, medians, img/s contiguous -> channels_last): ``seed003-cgan-mnist`` 2,100 -> 3,084,
+    ``mnist-best`` 22,284 -> 34,436, ``ships-best`` 7,403 -> 9,572, ``stacked-mnist-best`` 13,009 ->
+    18,510, ``letters-best`` 5,683 -> 7,077, ``seed001-dcgan-mnist`` 286 -> 805, ``seed004-dcgan-ships``
+    71 -> 86 (1.21-2.8x; contiguous bf16 was slower than fp32 for seed 003's generator: its 3x3
+    transposed convolution to one channel took 65 ms against 32 in fp32 at batch 500, 7 channels_last).
+    On an AMX CPU sampling has not been timed in both layouts; its training runs bf16 channels_last.
 
     Measured (session 21, AMD CPU with AVX2, two threads, ``gankit sample``'s path, 2,000 images, the
     two layouts alternating 3-5 times; two or three runs): ``seed003-cgan-mnist`` 1.52-1.56x,
@@ -126,7 +147,11 @@ def inference_channels_last(net: nn.Module, device: torch.device, dtype: torch.d
     contiguous. The images are the same (identical uint8 for all but seed 000, one pixel level apart).
     """
     convs = [m for m in net.modules() if isinstance(m, nn.modules.conv._ConvNd)]
-    return (device.type == "cpu" and dtype == torch.float32 and not fast_bf16(device) and bool(convs)
+    if device.type != "cpu" or not convs:
+        return False
+    if dtype == torch.bfloat16:
+        return True
+    return (dtype == torch.float32 and not fast_bf16(device)
             and all(isinstance(m, nn.modules.conv._ConvTransposeNd) for m in convs))
 
 
