@@ -374,6 +374,9 @@ def _elsewhere(key: str, path: str, *, exact: bool = False) -> str:
     ``exact``, one like it)."""
     paths = [p for p in _setting_paths() if p != path]
     same = [p for p in paths if p.rsplit(".", 1)[-1] == key]
+    if not same and not exact:  # a setting named by one of the key's words (ema_decay: model.ema), else a close one
+        words = key.split("_")
+        same = [p for p in paths if p.rsplit(".", 1)[-1] in words]
     if not same and not exact:
         near = difflib.get_close_matches(key, sorted({p.rsplit(".", 1)[-1] for p in paths}), n=1, cutoff=0.6)
         same = [p for p in paths if near and p.rsplit(".", 1)[-1] == near[0]]
@@ -469,17 +472,16 @@ def parse_override(item: str) -> tuple[list[str], Override]:
         return keys, Override(raw, error=str(exc).split(" (at ")[0])
 
 
-def _override_keys(item: str) -> list[str]:
-    keys, _ = parse_override(item)
-    if len(keys) == 4 and keys[0] == "model" and keys[2] == "params":  # model.g.params.width: model.g.width
-        keys = [keys[0], keys[1], keys[3]]
-    return keys
+def _net_params_inline(keys: list[str]) -> list[str]:
+    """``model.g.params.width`` is ``model.g.width`` (a net's settings are written inline)."""
+    return [keys[0], keys[1], keys[3]] if len(keys) == 4 and keys[0] == "model" and keys[2] == "params" else keys
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``--set`` overrides onto a raw config dict (validation happens when it is built)."""
     for item in overrides:
-        keys, (_, value) = _override_keys(item), parse_override(item)
+        keys, value = parse_override(item)
+        keys = _net_params_inline(keys)
         node = data
         for i, k in enumerate(keys[:-1]):
             below = node.get(k, {})
@@ -528,18 +530,16 @@ def build(preset: str | None = None, *, overrides: list[str] = (), file: str | P
         data.setdefault("name", preset)
     else:
         data = {}
-    typed = {".".join(_override_keys(item)) for item in overrides}
-    if file and not run_config:
-        typed |= _leaf_keys(data)
+    set_keys = {".".join(_net_params_inline(parse_override(item)[0])) for item in overrides}
+    file_keys = _leaf_keys(data) if file and not run_config else set()
     try:
         cfg = validate(from_dict(Config, apply_overrides(copy.deepcopy(data), list(overrides)), where=""))
-        return check_unused(cfg, typed)
+        return check_unused(cfg, set_keys | file_keys)
     except GankitError as exc:
         if not file or str(exc).startswith(str(file)):
             raise
         try:  # a setting of the file itself: say which file (a --set's own error names the --set)
-            check_unused(validate(from_dict(Config, data, where="")), typed - {".".join(_override_keys(item))
-                                                                              for item in overrides})
+            check_unused(validate(from_dict(Config, data, where="")), file_keys)
         except GankitError:
             raise GankitError(f"{file}: {exc}") from None
         raise

@@ -170,8 +170,11 @@ def test_setting_in_the_wrong_section():
     with pytest.raises(GankitError, match=r"unknown setting 'steps' \(did you mean train.steps\?\); known at the "
                                           "top level: name"):
         C.build("seed002-mlp-mnist", overrides=["steps=32"])
-    with pytest.raises(GankitError, match=r"'loss.ema_decay' \(did you mean model.ema_rampup\?\)|'loss.ema_decay'"):
+    with pytest.raises(GankitError, match=r"'loss.ema_decay' \(did you mean model.ema or optim.g.decay"):
         C.build("seed002-mlp-mnist", overrides=["loss.ema_decay=0.9"])
+    with pytest.raises(GankitError, match=r"'train.linear_decay' \(did you mean optim.g.linear_decay or "
+                                          r"optim.d.linear_decay\?\)"):
+        C.build("seed002-mlp-mnist", overrides=["train.linear_decay=[1, 2]"])
 
 
 def test_config_file_errors_name_the_file(tmp_path):

@@ -22,7 +22,7 @@ from gankit.nets.conditional import apply_spectral_norm, has_spectral_norm
 from gankit.nets.pack import Packed, packed_shape
 from gankit.nets.selfcond import ClusterDiscriminator, ClusterGenerator
 
-__all__ = ["build_nets", "init_weights", "layer_table"]
+__all__ = ["build_nets", "check_params", "init_weights", "layer_table", "traced_forward"]
 
 _FIXED = {"latent_dim", "image_shape", "num_classes", "output"}
 
@@ -127,6 +127,21 @@ def build_nets(model_cfg: Any, *, image_shape: tuple[int, int, int], num_classes
     return g, (Packed(d, pack) if pack > 1 else d)
 
 
+def traced_forward(net: nn.Module, hooks: list[Any], *inputs: Any) -> None:
+    """One forward pass of ``net`` in eval mode without gradients (batch norm's statistics, spectral norm's
+    vectors and the random streams untouched), for ``hooks`` that read its layers; removes them after, and
+    puts the net back in its mode."""
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(*inputs)
+    finally:
+        net.train(was_training)
+        for h in hooks:
+            h.remove()
+
+
 def layer_table(net: nn.Module, *inputs: torch.Tensor) -> tuple[str, int, int]:
     """A Keras-style summary (layer, type, output shape, params) by running ``inputs`` through ``net``.
 
@@ -145,15 +160,7 @@ def layer_table(net: nn.Module, *inputs: torch.Tensor) -> tuple[str, int, int]:
                 n += sum(b.numel() for k, b in m.named_buffers() if not k.endswith("num_batches_tracked"))
                 rows.append((name, type(m).__name__, str(shape), n))
             hooks.append(mod.register_forward_hook(hook))
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.no_grad():
-            net(*inputs)
-    finally:
-        net.train(was_training)
-        for h in hooks:
-            h.remove()
+    traced_forward(net, hooks, *inputs)
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     buffers = sum(b.numel() for k, b in net.named_buffers() if not k.endswith("num_batches_tracked"))
     total = trainable + buffers

@@ -10,7 +10,7 @@ from torch import nn
 from gankit.config import Config, DataConfig, ModelConfig
 from gankit.data import Dataset, DatasetInfo, load_dataset, to_float
 from gankit.errors import GankitError
-from gankit.nets import build_nets
+from gankit.nets import build_nets, traced_forward
 from gankit.nets.selfcond import kmeans
 
 
@@ -93,15 +93,7 @@ def _single_value_norms(net: nn.Module, *inputs: torch.Tensor | None) -> list[st
     hooks = [m.register_forward_pre_hook(lambda _m, args, name=name: found.append(name)
                                          if math.prod(args[0].shape[2:]) == 1 else None)
              for name, m in net.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    was = net.training
-    net.eval()
-    try:
-        with torch.no_grad():
-            net(*inputs)
-    finally:
-        net.train(was)
-        for h in hooks:
-            h.remove()
+    traced_forward(net, hooks, *inputs)
     return found
 
 

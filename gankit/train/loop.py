@@ -247,7 +247,8 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     # the classes the training images hold: a class filter (mnist:3,5) keeps the dataset's class list, and
     # G is asked only for these (for the others D never sees a real image)
     present = labels.unique()
-    check_setup(cfg, info, G, D, batch=local, g_batch=g_batch, classes=present.tolist())
+    held = present.tolist()
+    check_setup(cfg, info, G, D, batch=local, g_batch=g_batch, classes=held)
     # a new run's directory is made (with --force: the old run deleted) only once the whole config has
     # been set up, below: a bad setting leaves an --out folder untouched. A resumed run is opened now
     # (its lock, its leftovers of killed writes); its config.toml is rewritten only after the restore.
@@ -287,9 +288,9 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         objective = keras_clipped(objective, cfg.loss.clip_eps)
     classes = has_classifier(D) and cfg.loss.class_weight > 0  # AC-GAN: D's class head and its loss terms
     schedule = build_schedule(cfg.schedule)
-    grid_z, grid_y = fixed_inputs(cfg, t.sample_grid, present.tolist(), device)
+    grid_z, grid_y = fixed_inputs(cfg, t.sample_grid, held, device)
     val_size = cfg.schedule.val_size
-    val_z, val_fake_y = fixed_inputs(cfg, val_size, present.tolist(), device, offset=VAL_OFFSET)
+    val_z, val_fake_y = fixed_inputs(cfg, val_size, held, device, offset=VAL_OFFSET)
     val_idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(t.seed + VAL_OFFSET))[: val_size // 2]
     val_real = to_float(images[val_idx.to(device)], value_range=vrange)
     val_real_y = labels[val_idx.to(device)] if conditional else None  # (self-conditioned: set after resume)
@@ -297,8 +298,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
     if t.eval_every:
         from gankit.evaluate import generator_dfid
 
-        evaluate = generator_dfid(cfg, present.tolist(), n=t.eval_n, root=data_root or cfg.data.root,
-                                  device=device)
+        evaluate = generator_dfid(cfg, held, n=t.eval_n, root=data_root or cfg.data.root, device=device)
     # ---- modern pieces: G_ema, DiffAugment of everything D sees, gradient penalties ----------------------
     ema = EMA(G, decay=cfg.model.ema, start=cfg.model.ema_start, rampup=cfg.model.ema_rampup) if cfg.model.ema else None
     policy = parse_policy(t.augment)
@@ -574,7 +574,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
                  "best": best, "recovery": recovery.state_dict(),
                  "log_sums": {k: float(v) for k, v in sums.items()}, "log_counts": dict(counts),
                  "data_info": {"name": info.name, "resolution": info.resolution, "channels": info.channels,
-                               "class_names": list(info.class_names), "classes": present.tolist()}}
+                               "class_names": list(info.class_names), "classes": held}}
         if unsaved_config:  # before the checkpoint: the config the checkpoint was trained with
             atomic_write_bytes(run.config_path, dumps(cfg).encode())
             unsaved_config = False
@@ -588,7 +588,7 @@ def _train(cfg: Config, out: str | Path, *, resume: bool, force: bool, data_root
         with torch.inference_mode():
             grid = to_uint8(shown(grid_z, grid_y), value_range=vrange)
         G.train()
-        nrow = len(present) if conditional and t.sample_grid % len(present) == 0 else None  # a column a class
+        nrow = len(held) if conditional and t.sample_grid % len(held) == 0 else None  # one column per class
         save_image(make_grid(grid, nrow=nrow, scale=default_scale(info.resolution)),
                    run.samples / f"step-{step:08d}.png")
 
