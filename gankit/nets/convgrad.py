@@ -118,6 +118,10 @@ def split_is_faster(m: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> bool:
       16x16 0.47-0.56x, 128 -> 256 to 8x8 0.70-1.19x (the copy outgrows the caches);
     - slower with fewer input channels: 32 -> 64 0.87-0.97x, 1 or 3 channels 0.54-0.84x, transposed
       32 -> 1 0.85-0.91x; and 3x3 stride-1 convolutions 0.32-1.28x (each pixel in nine patches).
+
+    On AMD Zen 5 (AVX512_BF16, session 26, one run of three rounds) the same split held: 1.11-1.42x for
+    every picked transposed layer, 0.97x for the picked convolution 64 -> 128 to 7x7, 0.50-0.86x for
+    every layer left to oneDNN.
     """
     if m.kernel_size != (4, 4) or m.stride != (2, 2) or m.in_channels < 64:
         return False
