@@ -82,7 +82,8 @@ def test_a_concatenated_d_batch_weighs_its_penalty_as_the_joint_update_does(pena
     for mode in ("joint", "concat"):
         cfg = C.build("seed002-mlp-mnist", overrides=[
             *tiny_overrides(1), "data.dataset='mnist-demo'", "model.g.hidden=[16]", "model.d.hidden=[16]",
-            "loss.name='wasserstein'", f"loss.d_update='{mode}'", penalty, "train.checkpoint_every=1"])
+            "loss.name='wasserstein'", f"loss.d_update='{mode}'", penalty, "train.checkpoint_every=1",
+            "train.precision='fp32'"])  # exact halves: fp32 (auto is bf16 on an AVX512_BF16 CPU)
         train(cfg, tmp_path / mode, progress=False)
         run = RunDir(tmp_path / mode)
         start, end = (load_file(str(run.checkpoints / f"step-{s:08d}" / "weights.safetensors")) for s in (0, 1))
