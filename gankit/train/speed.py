@@ -12,8 +12,8 @@ only where it was measured to help (see the README's speed section and ``benchma
   DCGANs, over gankit's own fp32 step) at the same dFID at equal steps, but the fully-connected
   seed 002 GAN (batch 32, layers of at most 1024) ran 0.77-0.93x of its fp32 speed: its products
   are too small for the casts to pay. So on an AMX CPU ``auto`` takes bf16 only for nets with
-  convolutions. On AMD Zen 5 (AVX512_BF16, no AMX) the same MLP ran 1.46x faster in bf16 at the same
-  dFID (session 26), so there ``auto`` takes bf16 for it too.
+  convolutions. On AMD Zen 5 (AVX512_BF16, no AMX) the same MLP ran 1.27x faster in bf16 (eight
+  alternations, each 1.20-1.44x) at the same dFID (session 26), so there ``auto`` takes bf16 for it too.
 - channels_last helps convolutions on CUDA and together with bf16 on AMX CPUs; on AVX2 CPUs in
   fp32 it measured no faster for whole runs (and some backward passes slower), so ``auto`` follows
   bf16 on CPU, with one exception: a small discriminator alone (:func:`d_channels_last_pays`).
@@ -90,7 +90,7 @@ def resolve_precision(name: str, device: torch.device, *, convolutional: bool = 
         raise GankitError(f"train.precision = {name!r}; choose one of {', '.join(PRECISIONS)}")
     if name == "auto":
         # fully-connected nets: slower in bf16 on AMX (0.77-0.93x), faster with AVX512_BF16 alone (Zen 5,
-        # session 26: seed 002's MLP 1.46x, the same dFID at step 5,000), whose products need no tile setup
+        # session 26: seed 002's MLP 1.27x, the same dFID at step 5,000), whose products need no tile setup
         dense_pays = device.type != "cpu" or "amx_bf16" not in cpu_flags()
         pays = fast_bf16(device) and (convolutional or dense_pays)
         return torch.bfloat16 if pays else torch.float32
