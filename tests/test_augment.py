@@ -33,6 +33,31 @@ def test_translation_moves_images_by_whole_pixels_within_an_eighth():
         assert len(found) == 1  # exactly one shift of at most 16/8 = 2 pixels, zero-filled
 
 
+def _shifted(x, dy, dx, sh, sw):
+    """Reference: image ``x`` [C, H, W] moved by (dy, dx), zero-filled, by slicing a padded copy."""
+    _, h, w = x.shape
+    return torch.nn.functional.pad(x, (sw, sw, sh, sh))[:, sh - dy: sh - dy + h, sw - dx: sw - dx + w]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_translation_matches_slicing_in_either_layout_and_keeps_it(channels_last):
+    x = torch.randn(6, 3, 12, 12)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    xg = x.clone().requires_grad_(True)
+    out = translation(xg, _gen(5))
+    g = _gen(5)  # the same draws: dy for every image, then dx
+    dy, dx = torch.randint(-2, 3, (6,), generator=g), torch.randint(-2, 3, (6,), generator=g)
+    ref = torch.stack([_shifted(x[i], int(dy[i]), int(dx[i]), 2, 2) for i in range(6)])
+    assert torch.equal(out, ref)
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    weights = torch.randn_like(out)
+    (out * weights).sum().backward()  # each input pixel gets the weight of the output pixel it moved to
+    xr = x.clone().requires_grad_(True)
+    (torch.stack([_shifted(xr[i], int(dy[i]), int(dx[i]), 2, 2) for i in range(6)]) * weights).sum().backward()
+    assert torch.equal(xg.grad, xr.grad)
+
+
 def test_cutout_zeroes_one_square_of_half_the_side():
     x = torch.ones(200, 1, 16, 16)
     out = cutout(x, _gen(4))
