@@ -16,6 +16,8 @@ range and kept in the JSON (``ratio_per_rep``), since on a shared host the load 
   threw them away, as the PyTorch DCGAN example does, which cost it 1.5-6% of its step), default
   optimizer implementations, and PyTorch's own layers where gankit swaps in a faster one
   (``ToImage``: the plain ``ConvTranspose2d``), and D's joint update as two passes (real, then fake).
+  Where the preset has them, it also does their work: DiffAugment of every image D sees (written as the
+  reference code writes it, ``plain_augment``) and G's moving average (a loop over the parameters).
 - Both arms, and the matrix-rate probes, run at one thread count: ``--set train.threads=N`` sets it for
   the whole process (it used to reach gankit's loop alone, and the JSON reported the default).
 - **--also LABEL:OVERRIDES** (optional, repeatable): gankit's loop again with those config overrides,
@@ -36,6 +38,7 @@ seed 000's nets train on MNIST.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import statistics
@@ -133,6 +136,36 @@ def plain_nets(cfg: C.Config, info: Any) -> tuple[nn.Module, nn.Module]:
     return G, D
 
 
+def plain_augment(x: torch.Tensor, policy: str) -> torch.Tensor:
+    """DiffAugment as a loop written without gankit would carry it (the reference code's transforms and
+    constants, in the preset's order): per-image draws from the global generator, translation by one
+    advanced index over rows and columns of a zero-padded copy, cutout by a mask. Images in [-1, 1]."""
+    n, _, h, w = x.shape
+    for name in (p.strip() for p in policy.split(",") if p.strip()):
+        if name == "color":
+            x = x + (torch.rand(n, 1, 1, 1, dtype=x.dtype) - 0.5)
+            grey = x.mean(dim=1, keepdim=True)
+            x = (x - grey) * (torch.rand(n, 1, 1, 1, dtype=x.dtype) * 2) + grey
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            x = (x - mean) * (torch.rand(n, 1, 1, 1, dtype=x.dtype) + 0.5) + mean
+        elif name == "translation":
+            sh, sw = int(h * 0.125 + 0.5), int(w * 0.125 + 0.5)
+            dy, dx = torch.randint(-sh, sh + 1, (n, 1, 1)), torch.randint(-sw, sw + 1, (n, 1, 1))
+            b, i, j = torch.meshgrid(torch.arange(n), torch.arange(h), torch.arange(w), indexing="ij")
+            padded = F.pad(x, (sw, sw, sh, sh)).permute(0, 2, 3, 1)
+            x = padded[b, i + sh - dy, j + sw - dx].permute(0, 3, 1, 2)
+        elif name == "cutout":
+            ch, cw = int(h * 0.5 + 0.5), int(w * 0.5 + 0.5)
+            cy = torch.randint(0, h + (1 - ch % 2), (n, 1, 1)) - ch // 2
+            cx = torch.randint(0, w + (1 - cw % 2), (n, 1, 1)) - cw // 2
+            rows, cols = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+            inside = (rows >= cy) & (rows < cy + ch) & (cols >= cx) & (cols < cx + cw)
+            x = x * (~inside).unsqueeze(1).to(x.dtype)
+        else:
+            raise GankitError(f"the plain loop has no augmentation {name!r}")
+    return x
+
+
 def plain_step_seconds(cfg: C.Config, images: torch.Tensor, labels: torch.Tensor, info: Any, steps: int,
                        *, count_flops: bool = False,
                        weights: torch.dtype = torch.float32) -> tuple[list[float], float | None]:
@@ -162,6 +195,14 @@ def plain_step_seconds(cfg: C.Config, images: torch.Tensor, labels: torch.Tensor
     opt_g = _plain_opt(masters[G] if low else G.parameters(), cfg.optim.g)
     opt_d = _plain_opt(masters[D] if low else D.parameters(), cfg.optim.d)
     d_params = list(D.parameters())
+    # the preset's DiffAugment of everything D sees, and G's moving average: a hand-written loop of the
+    # preset does that work too (before session 27 this loop left both out, to gankit's cost)
+    policy = cfg.train.augment
+
+    def judge(x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return D(plain_augment(x, policy) if policy else x, y)
+
+    ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.model.ema else None
 
     def logits(t: torch.Tensor) -> torch.Tensor:  # the losses in fp32 (the fp32 loop calls nothing extra)
         return t.float() if low else t
@@ -196,25 +237,31 @@ def plain_step_seconds(cfg: C.Config, images: torch.Tensor, labels: torch.Tensor
         ones, zeros = torch.ones(b), torch.zeros(b)
         opt_d.zero_grad()
         if cfg.loss.d_update == "concat":
-            out = D(torch.cat([real, fake]), torch.cat([y, y]) if cond else None)
+            out = judge(torch.cat([real, fake]), torch.cat([y, y]) if cond else None)
             bce(logits(out), torch.cat([ones, zeros])).backward()
         elif cfg.loss.d_update == "separate":
-            bce(logits(D(real, y)), ones).backward()
+            bce(logits(judge(real, y)), ones).backward()
             update(opt_d, D)
             opt_d.zero_grad()
-            bce(logits(D(fake, y)), zeros).backward()
+            bce(logits(judge(fake, y)), zeros).backward()
         else:
-            (bce(logits(D(real, y)), ones) + bce(logits(D(fake, y)), zeros)).backward()
+            (bce(logits(judge(real, y)), ones) + bce(logits(judge(fake, y)), zeros)).backward()
         update(opt_d, D)
         zg = noise(gb)
         yg = (G.labels_for(zg) if cfg.model.clusters else torch.randint(0, info.num_classes, (gb,))) if cond else None
         opt_g.zero_grad()
         for p in d_params:  # D frozen in G's step, as the Keras seeds' disc.trainable = False
             p.requires_grad_(False)
-        F.binary_cross_entropy_with_logits(logits(D(G(zg, yg), yg)), torch.ones(gb)).backward()
+        F.binary_cross_entropy_with_logits(logits(judge(G(zg, yg), yg)), torch.ones(gb)).backward()
         for p in d_params:
             p.requires_grad_(True)
         update(opt_g, G)
+        if ema is not None:
+            with torch.no_grad():
+                for pe, p in zip(ema.parameters(), G.parameters()):
+                    pe.lerp_(p, 1.0 - cfg.model.ema)
+                for buf_ema, buf in zip(ema.buffers(), G.buffers()):
+                    buf_ema.copy_(buf)
 
     times = []
     for _ in range(steps + 1):

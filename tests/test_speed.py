@@ -301,3 +301,37 @@ def test_the_benchmarks_bf16_weights_arm_runs_the_plain_loops_step(preset, monke
         times, flops[dtype] = plain_step_seconds(cfg, images, labels, info, 2, count_flops=True, weights=dtype)
         assert len(times) == 2 and all(t > 0 for t in times)
     assert flops[torch.float32] == flops[torch.bfloat16] > 0
+
+
+def test_the_benchmarks_plain_loop_augments_what_d_sees_as_ships_best_does(monkeypatch):
+    """The plain arm does the preset's work: DiffAugment of real and fake images in D's step and of G's
+    images in G's step (its own transforms, as the reference code writes them), so the ratio compares
+    equal work."""
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import throughput
+    from throughput import plain_augment, plain_step_seconds, preset_config
+
+    from gankit.data import DatasetInfo
+
+    torch.manual_seed(0)
+    x = torch.arange(1, 3 * 16 * 16 + 1, dtype=torch.float).view(3, 1, 16, 16)  # every pixel distinct
+    moved = plain_augment(x, "translation")
+    for i in range(3):  # a whole-pixel shift of at most 16/8 = 2, zero-filled
+        padded = torch.nn.functional.pad(x[i], (2, 2, 2, 2))
+        assert sum(torch.equal(moved[i], torch.roll(padded, (dy, dx), (1, 2))[:, 2:18, 2:18])
+                   for dy in range(-2, 3) for dx in range(-2, 3)) == 1
+    cut = plain_augment(torch.ones(50, 1, 16, 16), "cutout")
+    assert (cut == 0).flatten(1).sum(1).max() == 64  # an 8x8 square where it lies inside
+    xg = (torch.rand(4, 3, 16, 16) * 2 - 1).requires_grad_(True)
+    out = plain_augment(xg, "translation,cutout,color")
+    assert out.shape == xg.shape and not torch.equal(out, xg)
+    out.sum().backward()
+    assert xg.grad.abs().sum() > 0  # G learns through it
+
+    calls = []
+    monkeypatch.setattr(throughput, "plain_augment", lambda x, policy: calls.append(policy) or x)
+    info = DatasetInfo(name="cifar10", resolution=32, channels=3, class_names=("ship",))
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    cfg = preset_config("ships-best", 3, 1, ["data.batch_size=4", "model.g.width=8", "model.d.width=8"])
+    times, _ = plain_step_seconds(cfg, images, torch.zeros(16, dtype=torch.long), info, 2)
+    assert len(times) == 2 and calls == ["translation,cutout,color"] * 3 * 3  # real, fake, G's: 3 steps
