@@ -18,6 +18,8 @@ range and kept in the JSON (``ratio_per_rep``), since on a shared host the load 
   (``ToImage``: the plain ``ConvTranspose2d``), and D's joint update as two passes (real, then fake).
   Where the preset has them, it also does their work: DiffAugment of every image D sees (written as the
   reference code writes it, ``plain_augment``) and G's moving average (a loop over the parameters).
+  Its translation, like the reference's, hands D channels_last-strided batches, so there the plain D's
+  convolutions run channels_last (gankit's D runs in the layout its fast path resolves to).
 - Both arms, and the matrix-rate probes, run at one thread count: ``--set train.threads=N`` sets it for
   the whole process (it used to reach gankit's loop alone, and the JSON reported the default).
 - **--also LABEL:OVERRIDES** (optional, repeatable): gankit's loop again with those config overrides,

@@ -40,21 +40,27 @@ def _shifted(x, dy, dx, sh, sw):
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_translation_matches_slicing_in_either_layout_and_keeps_it(channels_last):
-    x = torch.randn(6, 3, 12, 12)
+@pytest.mark.parametrize("shape", [(6, 3, 12, 12), (1, 1, 10, 20), (2, 3, 20, 10)])
+def test_translation_matches_slicing_in_either_layout_and_keeps_it(channels_last, shape):
+    n, _, h, w = shape
+    sh, sw = int(h * 0.125 + 0.5), int(w * 0.125 + 0.5)  # up to an eighth of each side: 1 and 3 at 10x20
+    x = torch.randn(shape)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     xg = x.clone().requires_grad_(True)
     out = translation(xg, _gen(5))
     g = _gen(5)  # the same draws: dy for every image, then dx
-    dy, dx = torch.randint(-2, 3, (6,), generator=g), torch.randint(-2, 3, (6,), generator=g)
-    ref = torch.stack([_shifted(x[i], int(dy[i]), int(dx[i]), 2, 2) for i in range(6)])
-    assert torch.equal(out, ref)
+    dy, dx = torch.randint(-sh, sh + 1, (n,), generator=g), torch.randint(-sw, sw + 1, (n,), generator=g)
+
+    def reference(images):
+        return torch.stack([_shifted(images[i], int(dy[i]), int(dx[i]), sh, sw) for i in range(n)])
+
+    assert torch.equal(out, reference(x))
     assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     weights = torch.randn_like(out)
     (out * weights).sum().backward()  # each input pixel gets the weight of the output pixel it moved to
     xr = x.clone().requires_grad_(True)
-    (torch.stack([_shifted(xr[i], int(dy[i]), int(dx[i]), 2, 2) for i in range(6)]) * weights).sum().backward()
+    (reference(xr) * weights).sum().backward()
     assert torch.equal(xg.grad, xr.grad)
 
 

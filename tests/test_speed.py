@@ -328,10 +328,14 @@ def test_the_benchmarks_plain_loop_augments_what_d_sees_as_ships_best_does(monke
     out.sum().backward()
     assert xg.grad.abs().sum() > 0  # G learns through it
 
-    calls = []
-    monkeypatch.setattr(throughput, "plain_augment", lambda x, policy: calls.append(policy) or x)
     info = DatasetInfo(name="cifar10", resolution=32, channels=3, class_names=("ship",))
     images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     cfg = preset_config("ships-best", 3, 1, ["data.batch_size=4", "model.g.width=8", "model.d.width=8"])
-    times, _ = plain_step_seconds(cfg, images, torch.zeros(16, dtype=torch.long), info, 2)
+    labels = torch.zeros(16, dtype=torch.long)
+    for dtype in (torch.float32, torch.bfloat16):  # bf16: benchmarks/bf16_weights.py's nets held in bf16
+        times, flops = plain_step_seconds(cfg, images, labels, info, 1, count_flops=True, weights=dtype)
+        assert len(times) == 1 and flops > 0
+    calls = []
+    monkeypatch.setattr(throughput, "plain_augment", lambda x, policy: calls.append(policy) or x)
+    times, _ = plain_step_seconds(cfg, images, labels, info, 2)
     assert len(times) == 2 and calls == ["translation,cutout,color"] * 3 * 3  # real, fake, G's: 3 steps
