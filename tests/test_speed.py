@@ -155,7 +155,8 @@ def _losses(path):
 def test_bf16_and_channels_last_runs_train_the_same_nets(tmp_path):
     """A DCGAN preset under bf16 autocast + channels_last: weights stay fp32, the run records its fast
     path, and its losses track the fp32 run's (bf16 rounding only) from the same start."""
-    base = ["train.steps=4", "train.log_every=1", "data.batch_size=8", "train.g_batch_size=8"]
+    # two steps: seed 001's nets are full width, and bf16 is emulated (slow) on CPUs without bf16 units
+    base = ["train.steps=2", "train.log_every=1", "data.batch_size=8", "train.g_batch_size=8"]
     ref = train(tiny_config("seed001-dcgan-mnist", SHARED, extra=[*base, "train.precision='fp32'",
                                                                    "train.channels_last=false"]),
                 tmp_path / "fp32", progress=False)
@@ -166,11 +167,11 @@ def test_bf16_and_channels_last_runs_train_the_same_nets(tmp_path):
     assert "bf16 autocast" in setup["fast_path"] and "channels_last" in setup["fast_path"]
     assert "fp32" in read_stats(ref.run, "setup")[0]["fast_path"]
     a, b = _losses(tmp_path / "fp32"), _losses(tmp_path / "bf16")
-    assert len(a) == len(b) == 4 and all(torch.isfinite(torch.tensor(b)))
+    assert len(a) == len(b) == 2 and all(torch.isfinite(torch.tensor(b)))
     assert abs(a[0] - b[0]) < 0.05 * abs(a[0])  # the first step: same data and weights, bf16 rounding
     from safetensors.torch import load_file
 
-    weights = load_file(fast.run.checkpoints / "step-00000004" / "weights.safetensors")
+    weights = load_file(fast.run.checkpoints / "step-00000002" / "weights.safetensors")
     assert all(v.dtype in (torch.float32, torch.int64) for v in weights.values())  # master weights stay fp32
 
 
