@@ -86,8 +86,8 @@ RESUME_CASES = [pytest.param(p, (), id=p) for p in C.preset_names()] + [
                                   "model.d.width=64"), id="mnist-best-bf16-patch-grad")]
 
 
-# seed 004's full-width nets take about a second a step at batch 4 in fp32 (55 s for this test on an AVX2
-# CPU): stopped after step 2 of 4, which exercises the same resume
+# seed 004's full-width nets made it the slowest case (55 s for its 24 steps on an AVX2 CPU in fp32): stopped
+# after step 2 of 4, which exercises the same resume (36 s)
 RESUME_STEPS = {"seed004-dcgan-ships": 4}
 
 
