@@ -17,7 +17,7 @@ from gankit.data.files import atomic_write_bytes, available_memory
 from gankit.errors import GankitError, first_line
 from gankit.run import RunDir, latest_good_checkpoint, load_checkpoint
 from gankit.train.build import make_nets, resolve_device, sample_noise, value_range
-from gankit.train.speed import FastPath, fast_path, inference_channels_last
+from gankit.train.speed import FastPath, fast_path, inference_batch, inference_channels_last
 from gankit.viz.grid import default_scale, make_grid, save_image
 
 
@@ -123,12 +123,13 @@ def check_room(lg: LoadedGenerator, n: int) -> None:
 
 
 def generate(lg: LoadedGenerator, n: int, *, seed: int = 0, labels: torch.Tensor | None = None,
-             batch: int = 1000, rows: tuple[int, int] | None = None,
+             batch: int | None = None, rows: tuple[int, int] | None = None,
              ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """``n`` images as uint8 ``[n, C, H, W]``, their labels (conditional) and the noise, from ``seed``.
 
     ``rows=(start, stop)`` makes only those images of the ``n`` (all labels and noise are still returned):
-    ranks of a distributed evaluation each make their share of the same samples.
+    ranks of a distributed evaluation each make their share of the same samples. ``batch``: images per
+    forward pass (default: :func:`~gankit.train.speed.inference_batch`'s choice for this generator).
     """
     if n <= 0:
         raise GankitError(f"--n must be positive, got {n}")
@@ -151,6 +152,9 @@ def generate(lg: LoadedGenerator, n: int, *, seed: int = 0, labels: torch.Tensor
     if inference_channels_last(G, lg.device, fast.dtype):  # a channels_last copy: lg.G stays as loaded
         G = FastPath(device=lg.device, channels_last=True).prepare(copy.deepcopy(G))
     with torch.inference_mode(), fast.autocast():
+        if batch is None:
+            batch = inference_batch(G, (z[:2].to(lg.device), None if labels is None else labels[:2].to(lg.device)),
+                                    lg.device)
         lo, hi = rows or (0, n)
         for i in range(lo, hi, batch):
             j = min(i + batch, hi)

@@ -284,6 +284,73 @@ def test_sampling_through_a_channels_last_copy_gives_the_same_images(monkeypatch
     assert diff.max() <= 1 and (diff > 0).float().mean() < 0.01  # the kernels' summation order only
 
 
+def test_activation_bytes_counts_each_layer_output_once():
+    torch.manual_seed(0)
+    x = torch.randn(2, 4)
+    inplace = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(inplace=True), torch.nn.Linear(8, 3))
+    assert speed.activation_bytes(inplace, x) == (2 * 8 + 2 * 3) * 4  # the in-place ReLU writes the Linear's
+    apart = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8, 3))
+    assert speed.activation_bytes(apart, x) == (2 * 8 + 2 * 8 + 2 * 3) * 4  # Flatten's view: no new storage
+    assert not apart[0]._forward_hooks  # the counting hooks are removed
+
+
+def test_inference_batch_keeps_a_cpu_batchs_layer_outputs_near_the_budget(monkeypatch):
+    net = torch.nn.Sequential(torch.nn.Linear(4, 1000), torch.nn.ReLU())  # 8,000 bytes of outputs per item
+    x = torch.randn(2, 4)
+    lo, hi = speed.INFERENCE_BATCH_RANGE
+    monkeypatch.setattr(speed, "CPU_INFERENCE_BYTES", 8000 * 300)
+    assert speed.inference_batch(net, (x,), CPU) == 300
+    monkeypatch.setattr(speed, "CPU_INFERENCE_BYTES", 8000 * 10**6)
+    assert speed.inference_batch(net, (x,), CPU) == hi
+    monkeypatch.setattr(speed, "CPU_INFERENCE_BYTES", 8000)
+    assert speed.inference_batch(net, (x,), CPU) == lo
+    # a GPU takes the largest batch without a trial pass (the net here is on the CPU: it would fail on one)
+    assert speed.inference_batch(net, (x.to("meta"),), torch.device("cuda")) == hi
+
+
+def test_sampling_and_scoring_in_chosen_batches_give_the_images_and_features_of_one_batch(monkeypatch):
+    from gankit.data import DatasetInfo, to_float
+    from gankit.metrics.evaluator import Evaluator, EvaluatorNet
+    from gankit.nets import build_nets
+    from gankit.sample import LoadedGenerator, generate
+
+    cfg = tiny_config("seed003-cgan-mnist", SHARED, steps=1)
+    info = DatasetInfo(name="mnist", resolution=28, channels=1, class_names=tuple(str(i) for i in range(10)))
+    torch.manual_seed(0)
+    G, _ = build_nets(cfg.model, image_shape=(1, 28, 28), num_classes=10)
+    lg = LoadedGenerator(G=G.eval(), cfg=cfg, info=info, step=0, device=CPU)
+    chosen = []
+    choose = speed.inference_batch
+    z2, y2 = torch.randn(2, cfg.model.latent_dim), torch.tensor([3, 7])
+    # about 4 images a batch (sampling runs a channels_last copy of G, whose outputs may differ a little)
+    monkeypatch.setattr(speed, "CPU_INFERENCE_BYTES", speed.activation_bytes(G, z2, y2) * 2)
+    monkeypatch.setattr(speed, "INFERENCE_BATCH_RANGE", (1, 1000))
+
+    def spy(net, inputs, device):
+        chosen.append(choose(net, inputs, device))
+        return chosen[-1]
+
+    import gankit.metrics.evaluator as evaluator_module
+    import gankit.sample as sample_module
+    monkeypatch.setattr(sample_module, "inference_batch", spy)
+    monkeypatch.setattr(evaluator_module, "inference_batch", spy)
+    images, labels, z = generate(lg, 10, seed=5)
+    assert 2 <= chosen[0] <= 5  # so the 10 images came in several batches
+    whole, whole_labels, whole_z = generate(lg, 10, seed=5, batch=10)
+    assert torch.equal(labels, whole_labels) and torch.equal(z, whole_z)
+    diff = (images.int() - whole.int()).abs()
+    assert diff.max() <= 1 and (diff > 0).float().mean() < 0.01  # the kernels' summation order only
+
+    ev = Evaluator(name="mnist", net=EvaluatorNet(channels=1, num_classes=10, width=4).eval(), meta={}, sha256="")
+    example = to_float(images[:2]).contiguous(memory_format=torch.channels_last)  # as the evaluator runs them
+    monkeypatch.setattr(speed, "CPU_INFERENCE_BYTES", speed.activation_bytes(ev.fast, example) * 2)
+    feats, probs = ev(images)
+    assert chosen[1] == 4
+    feats_whole, probs_whole = ev(images, batch=10)
+    torch.testing.assert_close(feats, feats_whole)
+    torch.testing.assert_close(probs, probs_whole)
+
+
 @pytest.mark.parametrize("preset", ["seed002-mlp-mnist", "seed003-cgan-mnist"])
 def test_the_benchmarks_bf16_weights_arm_runs_the_plain_loops_step(preset, monkeypatch):
     """benchmarks/bf16_weights.py compares the plain loop with nets held in bf16 (fp32 master weights)

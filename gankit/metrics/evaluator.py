@@ -25,6 +25,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from gankit.data import load_dataset, to_float
 from gankit.data.files import atomic_write_bytes, file_digest
 from gankit.errors import GankitError
+from gankit.train.speed import inference_batch
 
 # Evaluator name -> (training dataset, datasets it judges)
 FAMILIES = {
@@ -101,12 +102,16 @@ class Evaluator:
         return int(self.meta["num_classes"])
 
     @torch.inference_mode()
-    def __call__(self, images: torch.Tensor, *, batch: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 images ``[N, C, H, W]`` -> (features ``[N, 128]``, class probabilities ``[N, K]``)."""
+    def __call__(self, images: torch.Tensor, *, batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images ``[N, C, H, W]`` -> (features ``[N, 128]``, class probabilities ``[N, K]``), ``batch``
+        images at a time (default: :func:`~gankit.train.speed.inference_batch`'s choice)."""
         if images.dtype != torch.uint8:
             raise ValueError("evaluators take uint8 images (quantise generated images first)")
         feats, probs = [], []
         flip = bool(self.meta.get("flip_average"))
+        if batch is None:
+            example = to_float(images[:2]).contiguous(memory_format=torch.channels_last)
+            batch = inference_batch(self.fast, (example,), images.device) if len(images) else 1
         for i in range(0, len(images), batch):
             x = to_float(images[i : i + batch]).contiguous(memory_format=torch.channels_last)
             f, logits = forward(self.fast, x, flip_average=flip)

@@ -160,6 +160,61 @@ def inference_channels_last(net: nn.Module, device: torch.device, dtype: torch.d
             and all(isinstance(m, nn.modules.conv._ConvTransposeNd) for m in convs))
 
 
+# Forward-only passes on a CPU (sampling, evaluator features) take batches whose layer outputs add up to
+# about this many bytes. Larger batches were slower, not faster: glibc serves big blocks with fresh
+# pages from the kernel and PyTorch's CPU allocator keeps no cache, so every large output is paid for in
+# page faults and zeroing (a ReLU over 100 MB took 60 ms out of place against 6 in place), and a smaller
+# working set also stays in cache. Measured in :func:`inference_batch`'s docstring.
+CPU_INFERENCE_BYTES = 48 * 2**20
+INFERENCE_BATCH_RANGE = (64, 1000)  # fewest and most items a batch takes; the most is also the GPU's
+
+
+def activation_bytes(net: nn.Module, *inputs: object) -> int:
+    """Bytes of the storage behind the tensors ``net``'s leaf modules output in one forward pass of
+    ``inputs``, each storage once (an in-place activation or a reshape returns its input's)."""
+    seen: dict[int, torch.Tensor] = {}  # held until the end, so that no later output reuses a freed address
+
+    def count(_m: nn.Module, _i: object, out: object) -> None:
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                seen[t.untyped_storage().data_ptr()] = t
+
+    leaves = [m for m in net.modules() if not any(True for _ in m.children())]
+    hooks = [m.register_forward_hook(count) for m in leaves]
+    try:
+        with torch.inference_mode():
+            net(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return sum(t.untyped_storage().nbytes() for t in seen.values())
+
+
+def inference_batch(net: nn.Module, inputs: tuple[object, ...], device: torch.device) -> int:
+    """How many items a forward-only pass of ``net`` takes at a time. On a GPU the most of
+    :data:`INFERENCE_BATCH_RANGE`; on a CPU as many as keep one batch's layer outputs near
+    :data:`CPU_INFERENCE_BYTES`, measured with ``inputs``, a few example items (call it under the
+    autocast the passes will run in: bf16 outputs are half the bytes).
+
+    Measured (session 28, AMD Zen 3 with AVX2, fp32, two threads, ``gankit sample``'s path, 2,000
+    images, budgets of 24, 48 and 96 MB and a batch of 1,000 alternating three times, medians, img/s at
+    1,000 -> at 48 MB, with the batch it chose): ``seed003-cgan-mnist`` 1,916 -> 3,417 (216),
+    ``letters-best`` 1,336 -> 1,982 (145), ``ships-best`` 1,555 -> 1,957 (136), ``mnist-cond-best`` 5,394
+    -> 8,383 (422), ``mnist-best`` 5,404 -> 7,509, ``fashion-best`` 5,760 -> 7,539, ``stacked-mnist-best``
+    2,440 -> 3,015 (205). 24 MB was 4-22% slower than 48 on every one of these, 96 MB 12-28% slower on
+    all but ``stacked-mnist-best`` (3,150, 4% faster). The fully-connected presets take 1,000 either way;
+    the seed DCGANs (2-7 MB of outputs an image) were as fast at 25, 64 and 1,000 (seed 000 125, 134
+    and 118 img/s), so the floor is 64. The evaluators: MNIST 1,243 -> 1,692 img/s (126 a batch),
+    Fashion-MNIST 1,168 -> 1,665 (126), CIFAR-10 484 -> 692 (97), the same features to the bit.
+    """
+    lo, hi = INFERENCE_BATCH_RANGE
+    if device.type != "cpu":
+        return hi
+    n = len(inputs[0]) if isinstance(inputs[0], torch.Tensor) else 1
+    per_item = activation_bytes(net, *inputs) / max(n, 1)
+    return max(lo, min(hi, int(CPU_INFERENCE_BYTES // max(per_item, 1.0))))
+
+
 @dataclass(frozen=True)
 class FastPath:
     """The resolved switches for one run, and the helpers the loop calls."""
