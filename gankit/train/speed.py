@@ -201,7 +201,7 @@ def inference_batch(net: nn.Module, inputs: tuple[object, ...], device: torch.de
     1,000 -> at 48 MB, with the batch it chose): ``seed003-cgan-mnist`` 1,916 -> 3,417 (216),
     ``letters-best`` 1,336 -> 1,982 (145), ``ships-best`` 1,555 -> 1,957 (136), ``mnist-cond-best`` 5,394
     -> 8,383 (422), ``mnist-best`` 5,404 -> 7,509, ``fashion-best`` 5,760 -> 7,539, ``stacked-mnist-best``
-    2,440 -> 3,015 (205). 24 MB was 4-22% slower than 48 on every one of these, 96 MB 12-28% slower on
+    2,440 -> 3,015 (205). 24 MB was 2-23% slower than 48 on every one of these, 96 MB 6-31% slower on
     all but ``stacked-mnist-best`` (3,150, 4% faster). The fully-connected presets take 1,000 either way;
     the seed DCGANs (2-7 MB of outputs an image) were as fast at 25, 64 and 400 (seed 000 125, 134
     and 118 img/s), so the floor is 64. The evaluators: MNIST 1,243 -> 1,692 img/s (126 a batch),
