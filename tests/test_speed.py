@@ -256,17 +256,26 @@ def test_sampling_lays_convolutional_generators_out_channels_last_on_cpus_withou
     assert not speed.inference_channels_last(conv, torch.device("cuda"), torch.bfloat16)
 
 
-def test_sampling_through_a_channels_last_copy_gives_the_same_images(monkeypatch):
-    from gankit.data import DatasetInfo, to_uint8
+def tiny_loaded_generator(preset: str):
+    """A freshly initialised generator of ``preset``'s tiny test config (MNIST-shaped), as sampling loads one."""
+    from gankit.data import DatasetInfo
     from gankit.nets import build_nets
-    from gankit.sample import LoadedGenerator, generate
+    from gankit.sample import LoadedGenerator
 
-    monkeypatch.setattr(speed, "cpu_flags", lambda: frozenset({"avx2"}))  # fp32 and channels_last on any CPU
-    cfg = tiny_config("mnist-cond-best", SHARED, steps=1)
+    cfg = tiny_config(preset, SHARED, steps=1)
     info = DatasetInfo(name="mnist", resolution=28, channels=1, class_names=tuple(str(i) for i in range(10)))
     torch.manual_seed(0)
     G, _ = build_nets(cfg.model, image_shape=(1, 28, 28), num_classes=10)
-    lg = LoadedGenerator(G=G.eval(), cfg=cfg, info=info, step=0, device=CPU)
+    return LoadedGenerator(G=G.eval(), cfg=cfg, info=info, step=0, device=CPU)
+
+
+def test_sampling_through_a_channels_last_copy_gives_the_same_images(monkeypatch):
+    from gankit.data import to_uint8
+    from gankit.sample import generate
+
+    monkeypatch.setattr(speed, "cpu_flags", lambda: frozenset({"avx2"}))  # fp32 and channels_last on any CPU
+    lg = tiny_loaded_generator("mnist-cond-best")
+    G = lg.G
     prepared = []
     prepare = speed.FastPath.prepare
 
@@ -309,16 +318,12 @@ def test_inference_batch_keeps_a_cpu_batchs_layer_outputs_near_the_budget(monkey
 
 
 def test_sampling_and_scoring_in_chosen_batches_give_the_images_and_features_of_one_batch(monkeypatch):
-    from gankit.data import DatasetInfo, to_float
+    from gankit.data import to_float
     from gankit.metrics.evaluator import Evaluator, EvaluatorNet
-    from gankit.nets import build_nets
-    from gankit.sample import LoadedGenerator, generate
+    from gankit.sample import generate
 
-    cfg = tiny_config("seed003-cgan-mnist", SHARED, steps=1)
-    info = DatasetInfo(name="mnist", resolution=28, channels=1, class_names=tuple(str(i) for i in range(10)))
-    torch.manual_seed(0)
-    G, _ = build_nets(cfg.model, image_shape=(1, 28, 28), num_classes=10)
-    lg = LoadedGenerator(G=G.eval(), cfg=cfg, info=info, step=0, device=CPU)
+    lg = tiny_loaded_generator("seed003-cgan-mnist")
+    G, cfg = lg.G, lg.cfg
     chosen = []
     choose = speed.inference_batch
     z2, y2 = torch.randn(2, cfg.model.latent_dim), torch.tensor([3, 7])
@@ -334,8 +339,13 @@ def test_sampling_and_scoring_in_chosen_batches_give_the_images_and_features_of_
     import gankit.sample as sample_module
     monkeypatch.setattr(sample_module, "inference_batch", spy)
     monkeypatch.setattr(evaluator_module, "inference_batch", spy)
+    passes = []  # the batches each one ran: generate quantises, the evaluator runs forward, once a batch
+    quantise, score = sample_module.to_uint8, evaluator_module.forward
+    monkeypatch.setattr(sample_module, "to_uint8", lambda x, **kw: passes.append(len(x)) or quantise(x, **kw))
+    monkeypatch.setattr(evaluator_module, "forward", lambda net, x, **kw: passes.append(len(x)) or score(net, x, **kw))
     images, labels, z = generate(lg, 10, seed=5)
-    assert 2 <= chosen[0] <= 5  # so the 10 images came in several batches
+    assert 2 <= chosen[0] <= 5  # so the 10 images came in several batches, of the size chosen
+    assert passes == [chosen[0]] * (10 // chosen[0]) + ([10 % chosen[0]] if 10 % chosen[0] else [])
     whole, whole_labels, whole_z = generate(lg, 10, seed=5, batch=10)
     assert torch.equal(labels, whole_labels) and torch.equal(z, whole_z)
     diff = (images.int() - whole.int()).abs()
@@ -344,8 +354,9 @@ def test_sampling_and_scoring_in_chosen_batches_give_the_images_and_features_of_
     ev = Evaluator(name="mnist", net=EvaluatorNet(channels=1, num_classes=10, width=4).eval(), meta={}, sha256="")
     example = to_float(images[:2]).contiguous(memory_format=torch.channels_last)  # as the evaluator runs them
     monkeypatch.setattr(speed, "CPU_INFERENCE_BYTES", speed.activation_bytes(ev.fast, example) * 2)
+    passes.clear()
     feats, probs = ev(images)
-    assert chosen[1] == 4
+    assert chosen[1] == 4 and passes == [4, 4, 2]
     feats_whole, probs_whole = ev(images, batch=10)
     torch.testing.assert_close(feats, feats_whole)
     torch.testing.assert_close(probs, probs_whole)
